@@ -1,0 +1,3 @@
+"""rhgen: keeps HAProxy routing in step with running containers."""
+
+__version__ = "0.1.0"

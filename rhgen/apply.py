@@ -1,0 +1,231 @@
+"""Check and swap stages: compare with the live files, `haproxy -c` the staged set, swap atomically, reload.
+
+The promise: if anything fails before the swap, the files in service are untouched; the
+swap itself replaces each file with one rename, so every live file is always complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import errno
+import fcntl
+import logging
+import os
+import shlex
+import subprocess  # noqa: S404 - argument lists only, never a shell
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from .errors import ApplyError, CheckError
+from .render import OutputFile
+
+log = logging.getLogger(__name__)
+
+TEMP_MARK = ".rhgen-"
+LOCK_NAME = ".rhgen.lock"
+CHECK_TIMEOUT = 120
+RELOAD_TIMEOUT = 60
+
+
+# --- comparing -------------------------------------------------------------------------------
+
+
+def read_live(path: str) -> bytes | None:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ApplyError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def changed_files(files: Sequence[OutputFile]) -> list[OutputFile]:
+    return [f for f in files if read_live(f.path) != f.content]
+
+
+def count_map_entries(content: bytes | None) -> int:
+    if not content:
+        return 0
+    return sum(1 for line in content.splitlines() if line.strip() and not line.lstrip().startswith(b"#"))
+
+
+def unified_diff(files: Sequence[OutputFile]) -> str:
+    """A diff of every changed file against the live one; secret files say only that they change."""
+    parts = []
+    for output in files:
+        old = read_live(output.path)
+        if output.secret:
+            parts.append(f"--- {output.path}\n+++ {output.path}\n@@ contents hidden: key material @@\n")
+            continue
+        old_lines = (old or b"").decode("utf-8", "replace").splitlines(keepends=True)
+        new_lines = output.content.decode("utf-8").splitlines(keepends=True)
+        parts.append(
+            "".join(
+                difflib.unified_diff(
+                    old_lines, new_lines,
+                    fromfile=output.path if old is not None else "/dev/null",
+                    tofile=output.path,
+                )
+            )
+        )
+    return "".join(parts)
+
+
+# --- checking --------------------------------------------------------------------------------
+
+
+def check_config(
+    haproxy_bin: str,
+    render_for: Callable[[dict[str, str]], Sequence[OutputFile]],
+    roles: Sequence[str],
+) -> None:
+    """Write the complete new set into a private folder, each file referring to its staged
+    siblings, and run `haproxy -c` on it; raise CheckError with haproxy's own lines."""
+    with tempfile.TemporaryDirectory(prefix="rhgen-check-") as folder:
+        staged = {role: os.path.join(folder, role) for role in roles}
+        for output in render_for(staged):
+            fd = os.open(staged[output.role], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(output.content)
+        command = [haproxy_bin, "-c", "-f", staged["config"], "-f", staged["backends"]]
+        try:
+            result = subprocess.run(  # noqa: S603 - argument list, no shell
+                command, capture_output=True, text=True, timeout=CHECK_TIMEOUT, check=False
+            )
+        except FileNotFoundError:
+            raise CheckError(f"haproxy binary {haproxy_bin!r} not found (install haproxy or set HAPROXY_BIN)") from None
+        except PermissionError:
+            raise CheckError(f"haproxy binary {haproxy_bin!r} is not executable (HAPROXY_BIN)") from None
+        except subprocess.TimeoutExpired:
+            raise CheckError(f"haproxy -c did not finish within {CHECK_TIMEOUT} s") from None
+        if result.returncode != 0:
+            lines = _haproxy_errors(result.stdout + result.stderr, staged)
+            raise CheckError("haproxy -c rejected the new configuration:\n" + "\n".join(lines))
+
+
+def _haproxy_errors(output: str, staged: dict[str, str]) -> list[str]:
+    lines = [line for line in output.splitlines() if "[ALERT]" in line or "[WARNING]" in line] or output.splitlines()
+    shown = []
+    for line in lines[:20]:
+        for role, path in staged.items():
+            line = line.replace(path, f"<new {role}>")
+        shown.append("  " + line.strip())
+    return shown
+
+
+# --- swapping --------------------------------------------------------------------------------
+
+
+def _temp_prefix(path: str) -> str:
+    return f".{os.path.basename(path)}{TEMP_MARK}"
+
+
+def write_atomically(output: OutputFile) -> None:
+    """Temp file in the target's folder, fsync, rename over the target, fsync the folder.
+    The new file keeps the mode (and, as root, the owner) of the file it replaces."""
+    folder = os.path.dirname(os.path.abspath(output.path))
+    try:
+        current = os.stat(output.path)
+    except FileNotFoundError:
+        current = None
+    mode = (current.st_mode & 0o7777) if current else output.mode
+    fd, temp = tempfile.mkstemp(prefix=_temp_prefix(output.path), suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(output.content)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            if current and os.geteuid() == 0:
+                os.fchown(handle.fileno(), current.st_uid, current.st_gid)
+            os.fsync(handle.fileno())
+        os.replace(temp, output.path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    _fsync_folder(folder)
+
+
+def _fsync_folder(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def swap(files: Sequence[OutputFile]) -> None:
+    """Replace each changed file, in the given order (the main config last)."""
+    for output in files:
+        try:
+            write_atomically(output)
+        except OSError as exc:
+            reason = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
+            raise ApplyError(f"{output.path}: cannot write ({reason})") from None
+
+
+def remove_stale_temps(paths: Sequence[str]) -> None:
+    """Temp files left by a run that was killed mid-write (only ever ours, by name)."""
+    for path in paths:
+        folder = os.path.dirname(os.path.abspath(path))
+        prefix = _temp_prefix(path)
+        with contextlib.suppress(OSError):
+            for name in os.listdir(folder):
+                if name.startswith(prefix) and name.endswith(".tmp"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(folder, name))
+                        log.info("removed stale temp file %s", os.path.join(folder, name))
+
+
+def check_folders(paths: Sequence[str]) -> None:
+    for path in paths:
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise ApplyError(f"{path}: folder {folder} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise ApplyError(f"{path}: folder {folder} is not writable")
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str, timeout: float = 120.0) -> Iterator[None]:
+    """flock on a lock file beside the outputs: concurrent runs take turns, never interleave."""
+    lock_path = os.path.join(os.path.dirname(os.path.abspath(path)), LOCK_NAME)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise ApplyError(f"lock file {lock_path}: cannot open ({exc.strerror})") from None
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ApplyError(f"lock file {lock_path}: another rhgen run held it for {timeout:.0f} s") from None
+                time.sleep(0.02)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+# --- reloading -------------------------------------------------------------------------------
+
+
+def run_reload(command: str) -> None:
+    argv = shlex.split(command)
+    try:
+        result = subprocess.run(  # noqa: S603 - argument list from RELOAD_COMMAND, no shell
+            argv, capture_output=True, text=True, timeout=RELOAD_TIMEOUT, check=False
+        )
+    except FileNotFoundError:
+        raise ApplyError(f"files swapped, but RELOAD_COMMAND {argv[0]!r} was not found") from None
+    except subprocess.TimeoutExpired:
+        raise ApplyError(f"files swapped, but RELOAD_COMMAND did not finish within {RELOAD_TIMEOUT} s") from None
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        last = f": {detail[-1]}" if detail else ""
+        raise ApplyError(f"files swapped, but RELOAD_COMMAND exited {result.returncode}{last}")

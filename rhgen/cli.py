@@ -1,0 +1,142 @@
+"""Command line: parse, call the pipeline, report. Errors are caught here once: one line, non-zero exit."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import RhgenError
+from .settings import SETTINGS, describe, flag_name, load_settings
+
+log = logging.getLogger("rhgen")
+
+
+class _LowerLevelFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace(record.levelname, record.levelname.lower(), 1)
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LowerLevelFormatter("rhgen: %(levelname)s: %(message)s"))
+    root = logging.getLogger("rhgen")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --config, -v/-q and one option per setting; hand the command a merged Settings."""
+
+    @click.option("--config", "config_file", metavar="FILE", help="Override YAML file of settings. [env RHGEN_CONFIG]")
+    @click.option("-v", "--verbose", count=True, help="Also log what changed and what was skipped.")
+    @click.option("-q", "--quiet", is_flag=True, help="Log errors only.")
+    @functools.wraps(command)
+    def wrapper(config_file: str | None, verbose: int, quiet: bool, **kwargs: Any) -> None:
+        _setup_logging(verbose, quiet)
+        flags = {s.name: kwargs.pop(s.name) for s in SETTINGS}
+        try:
+            settings = load_settings(config_file, os.environ, flags)
+            command(settings, **kwargs)
+        except RhgenError as exc:
+            click.echo(f"rhgen: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+    for setting in reversed(SETTINGS):
+        wrapper = click.option(flag_name(setting.name), setting.name, metavar="VALUE", help=describe(setting))(wrapper)
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="rhgen")
+def main() -> None:
+    """Keep HAProxy routing in step with running containers.
+
+    Every setting comes from, in rising precedence: the bundled defaults.yml, an override
+    YAML file (--config / RHGEN_CONFIG), environment variables, command-line flags.
+    """
+
+
+@main.command()
+@setting_options
+@click.option("--dry-run", is_flag=True, help="Render and check, write nothing, print a diff of what would change.")
+@click.option("--allow-empty", is_flag=True, help="Allow a configuration that routes no host to replace one that does.")
+def generate(settings: Any, dry_run: bool, allow_empty: bool) -> None:
+    """Fetch metadata, render, check with haproxy -c and swap the files in atomically.
+
+    Exit status: 0 on success (changed or not), 1 on any failure (files in service
+    untouched), 2 on a usage or settings error. Metadata requests are retried
+    RHGEN_RETRIES times (default 2) when refused, timed out or answered with 5xx.
+    """
+    from .pipeline import generate as run
+
+    outcome = run(settings, dry_run=dry_run, allow_empty=allow_empty)
+    if dry_run and outcome.diff:
+        click.echo(outcome.diff, nl=False)
+    routing = outcome.routing
+    summary = f"{len(routing.routes)} hosts → {len(routing.backends)} backends, {routing.server_count} servers; "
+    if outcome.changed:
+        names = ", ".join(os.path.basename(p) for p in outcome.changed)
+        summary += f"{'would change' if dry_run else 'changed'}: {names}"
+        if outcome.reloaded:
+            summary += "; reloaded"
+    else:
+        summary += "no change"
+    click.echo(summary)
+
+
+@main.command()
+@setting_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
+def routes(settings: Any, as_json: bool) -> None:
+    """Show host → backend → servers, and the containers that get no traffic, with the reason."""
+    from .pipeline import build_model
+
+    routing = build_model(settings)
+    backends = {b.name: b for b in routing.backends}
+    if as_json:
+        click.echo(json.dumps(_routes_json(routing, backends), indent=2))
+        return
+    for route in routing.routes:
+        servers = backends[route.backend].servers
+        click.echo(f"{route.host}  →  {route.backend}  ({route.kind})")
+        for server in servers:
+            proxy = f"  {server.proxy_protocol}" if server.proxy_protocol else ""
+            click.echo(f"    {server.name}  {server.address}:{server.port}{proxy}  [{server.container}]")
+    if routing.skipped:
+        click.echo("skipped:")
+        for skipped in routing.skipped:
+            click.echo(f"    {skipped.what}: {skipped.reason}")
+
+
+def _routes_json(routing: Any, backends: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "routes": [
+            {
+                "host": route.host,
+                "backend": route.backend,
+                "kind": route.kind,
+                "servers": [
+                    {
+                        "name": s.name,
+                        "address": s.address,
+                        "port": s.port,
+                        "proxy_protocol": s.proxy_protocol or None,
+                        "container": s.container,
+                    }
+                    for s in backends[route.backend].servers
+                ],
+            }
+            for route in routing.routes
+        ],
+        "skipped": [{"what": s.what, "reason": s.reason} for s in routing.skipped],
+    }

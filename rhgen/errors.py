@@ -1,0 +1,29 @@
+"""Exceptions of every stage. The CLI catches RhgenError once, prints its message on one line, exits non-zero."""
+
+
+class RhgenError(Exception):
+    """A failure the user can act on; the message names the culprit."""
+
+    exit_code = 1
+
+
+class SettingsError(RhgenError):
+    """A setting (default file, override file, environment or flag) is invalid."""
+
+    exit_code = 2
+
+
+class SourceError(RhgenError):
+    """The metadata source could not be read or answered something unusable."""
+
+
+class CertificateError(RhgenError):
+    """A certificate or key is unusable."""
+
+
+class CheckError(RhgenError):
+    """haproxy rejected the staged configuration."""
+
+
+class ApplyError(RhgenError):
+    """Staging, swapping or reloading failed."""

@@ -1,0 +1,37 @@
+"""Validation of names that come from outside: DNS labels, host names, HAProxy identifiers.
+
+Everything here is pure and strict on purpose: whatever passes can be written into
+haproxy.cfg or a map file without quoting, because it cannot hold a space, a newline,
+a `#`, a quote or a `%`.
+"""
+
+from __future__ import annotations
+
+import re
+
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+_IDENTIFIER_CHAR = re.compile(r"[^A-Za-z0-9_.:-]")
+MAX_HOSTNAME = 253
+
+
+def is_dns_label(text: str) -> bool:
+    """True for one lower-case DNS label: 1-63 of [a-z0-9-], no dash at either end."""
+    return bool(_LABEL.match(text))
+
+
+def is_hostname(text: str) -> bool:
+    """True for a lower-case host name made of DNS labels (no trailing dot, no wildcard)."""
+    if not text or len(text) > MAX_HOSTNAME or not text.isascii():
+        return False
+    return all(is_dns_label(label) for label in text.split("."))
+
+
+def normalise_hostname(text: str) -> str:
+    """Lower-case a host name and drop one trailing dot; callers validate the result."""
+    text = text.strip().lower()
+    return text[:-1] if text.endswith(".") else text
+
+
+def identifier(text: str) -> str:
+    """Make text a valid HAProxy identifier by replacing every other character with '_'."""
+    return _IDENTIFIER_CHAR.sub("_", text) or "_"

@@ -1,0 +1,365 @@
+"""Settings stage: bundled defaults.yml < override YAML < environment < flags -> one frozen Settings.
+
+Each setting is declared once in SETTINGS (name, env var, parser, help); the CLI builds
+its options from the same table, so `--help`, the environment and the YAML files can
+never disagree about names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import ipaddress
+import os
+import re
+import shlex
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import resources
+from .errors import SettingsError
+from .names import is_hostname, normalise_hostname
+
+# --- parsers: raw value (str from env/flags, any YAML scalar from files) -> typed value ---
+
+_TRUE = {"true", "yes", "1", "on"}
+_FALSE = {"false", "no", "0", "off", ""}
+
+
+def parse_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("is not a boolean (use true/false, yes/no or 1/0)")
+
+
+def _parse_int(raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise ValueError("is not a whole number")
+    if isinstance(raw, int):
+        return raw
+    text = str(raw).strip()
+    if not re.fullmatch(r"[0-9]{1,10}", text):
+        raise ValueError("is not a whole number")
+    return int(text)
+
+
+def parse_port(raw: Any) -> int:
+    try:
+        port = _parse_int(raw)
+    except ValueError:
+        raise ValueError("is not a port (1-65535)") from None
+    if not 1 <= port <= 65535:
+        raise ValueError("is not a port (1-65535)")
+    return port
+
+
+def parse_count(raw: Any) -> int:
+    value = _parse_int(raw)
+    if value > 100:
+        raise ValueError("is too large (at most 100)")
+    return value
+
+
+def parse_seconds(raw: Any) -> float:
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        raise ValueError("is not a number of seconds") from None
+    if not 0 < value <= 3600:
+        raise ValueError("must be more than 0 and at most 3600 seconds")
+    return value
+
+
+def parse_redirect_code(raw: Any) -> int:
+    try:
+        code = _parse_int(raw)
+    except ValueError:
+        code = 0
+    if code not in (301, 302, 303, 307, 308):
+        raise ValueError("is not a redirect status (301, 302, 303, 307 or 308)")
+    return code
+
+
+def parse_domain(raw: Any) -> str:
+    domain = normalise_hostname(str(raw if raw is not None else ""))
+    if not domain:
+        raise ValueError("is required (e.g. dev.example.com)")
+    if not is_hostname(domain):
+        raise ValueError("is not a valid domain name")
+    return domain
+
+
+def parse_text(raw: Any) -> str:
+    text = "" if raw is None else str(raw)
+    if any(ord(ch) < 32 or ch == "\x7f" for ch in text):
+        raise ValueError("contains a control character")
+    return text.strip()
+
+
+def parse_word(raw: Any) -> str:
+    """A value written into haproxy.cfg as one word: printable ASCII, no space, quote, # or %."""
+    text = parse_text(raw)
+    if not re.fullmatch(r"[A-Za-z0-9_.:@/+=,!*^~-]*", text):
+        raise ValueError("may only hold letters, digits and _.:@/+=,!*^~- (no spaces, quotes, # or %)")
+    return text
+
+
+def parse_label_name(raw: Any) -> str:
+    text = parse_text(raw)
+    if text and not re.fullmatch(r"[A-Za-z0-9_./-]+", text):
+        raise ValueError("is not a label name")
+    return text
+
+
+def parse_path(raw: Any) -> str:
+    text = parse_text(raw)
+    if text and re.search(r"[\s\"'#%\\]", text):
+        raise ValueError("must not contain spaces, quotes, '#', '%' or backslashes")
+    return text
+
+
+def parse_required_path(raw: Any) -> str:
+    text = parse_path(raw)
+    if not text:
+        raise ValueError("is required")
+    return text
+
+
+def parse_file_path(raw: Any) -> str:
+    """A path rhgen writes into haproxy.cfg: made absolute, so haproxy's working folder does not matter."""
+    text = parse_path(raw)
+    return os.path.abspath(text) if text else ""
+
+
+def parse_required_file_path(raw: Any) -> str:
+    return os.path.abspath(parse_required_path(raw))
+
+
+def parse_bind_address(raw: Any) -> str:
+    text = parse_text(raw)
+    if text in ("", "*"):
+        return ""
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        raise ValueError("is not an IP address (leave empty to bind every address)") from None
+
+
+def parse_api_version(raw: Any) -> str:
+    text = parse_text(raw)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
+        raise ValueError("is not a metadata API version (e.g. latest or 2015-12-19)")
+    return text
+
+
+def parse_api_host(raw: Any) -> str:
+    text = parse_text(raw)
+    if not text or re.search(r"\s", text):
+        raise ValueError("is not a host, host:port or http(s):// URL")
+    return text
+
+
+def parse_command(raw: Any) -> str:
+    text = parse_text(raw)
+    try:
+        shlex.split(text)
+    except ValueError as exc:
+        raise ValueError(f"is not a valid command line ({exc})") from None
+    return text
+
+
+def parse_syslog_host(raw: Any) -> str:
+    text = parse_text(raw)
+    if text and not re.fullmatch(r"[A-Za-z0-9_.:\[\]-]+", text):
+        raise ValueError("is not a host or host:port")
+    return text
+
+
+_FACILITIES = {
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
+    "auth2", "ftp", "ntp", "audit", "alert", "cron2",
+    *(f"local{i}" for i in range(8)),
+}
+
+
+def parse_facility(raw: Any) -> str:
+    text = parse_text(raw).lower()
+    if text not in _FACILITIES:
+        raise ValueError("is not a syslog facility (e.g. local0)")
+    return text
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    name: str
+    env: str
+    parse: Callable[[Any], Any]
+    help: str
+    secret: bool = False  # never printed
+    security: bool = False  # marked in --help as security-relevant
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("stack_domain", "STACK_DOMAIN", parse_domain, "Domain appended to stack names: app-r123 -> app-r123.<domain>."),
+    Setting("http_port", "HTTP_PORT", parse_port, "Port of the HTTP frontend."),
+    Setting("https_port", "HTTPS_PORT", parse_port, "Port of the HTTPS frontend."),
+    Setting("bind_address", "BIND_ADDRESS", parse_bind_address, "Address the frontends bind to; empty binds every address."),
+    Setting("enable_ssl", "ENABLE_SSL", parse_bool, "Terminate TLS on HTTPS_PORT."),
+    Setting("enable_ssl_redirection", "ENABLE_SSL_REDIRECTION", parse_bool, "Redirect every HTTP request to HTTPS."),
+    Setting("ssl_redirection_type", "SSL_REDIRECTION_TYPE", parse_redirect_code, "Status code of the HTTPS redirect."),
+    Setting("ssl_base64_encoded", "SSL_BASE64_ENCODED", parse_bool, "ssl_cert/ssl_key in metadata are base64 of the PEM."),
+    Setting("enable_stats", "ENABLE_STATS", parse_bool, "Serve the HAProxy stats page on STATS_PORT.", security=True),
+    Setting("stats_port", "STATS_PORT", parse_port, "Port of the stats listener."),
+    Setting("stats_username", "STATS_USERNAME", parse_word, "User name of the stats page.", security=True),
+    Setting("stats_password", "STATS_PASSWORD", parse_word, "Password of the stats page.", secret=True, security=True),
+    Setting("haproxy_config", "HAPROXY_CONFIG", parse_required_file_path, "Main haproxy.cfg written by rhgen."),
+    Setting("haproxy_backend_config", "HAPROXY_BACKEND_CONFIG", parse_required_file_path, "Generated backends file."),
+    Setting("haproxy_domain_map", "HAPROXY_DOMAIN_MAP", parse_required_file_path, "Generated host -> backend map."),
+    Setting("haproxy_ssl_cert", "HAPROXY_SSL_CERT", parse_required_file_path, "Combined certificate + key PEM.", security=True),
+    Setting("haproxy_bin", "HAPROXY_BIN", parse_required_path, "haproxy binary used for `haproxy -c`."),
+    Setting("template_dir", "RHGEN_TEMPLATE_DIR", parse_file_path, "Folder of your own templates; bundled ones fill the gaps."),
+    Setting("reload_command", "RELOAD_COMMAND", parse_command, "Command run (without a shell) after files were swapped.", security=True),
+    Setting("rancher_api_host", "RANCHER_API_HOST", parse_api_host, "Metadata service: host, host:port or http(s)://host:port."),
+    Setting("rancher_api_version", "RANCHER_API_VERSION", parse_api_version, "Metadata API version."),
+    Setting("rancher_label", "RANCHER_LABEL", parse_label_name, "Routing label; its value is the container port."),
+    Setting("rancher_proxy_label", "RANCHER_PROXY_LABEL", parse_label_name, "Label whose value (send-proxy, send-proxy-v2, ...) ends the server line."),
+    Setting("metadata_connect_timeout", "RHGEN_CONNECT_TIMEOUT", parse_seconds, "Seconds to connect to the metadata service."),
+    Setting("metadata_read_timeout", "RHGEN_READ_TIMEOUT", parse_seconds, "Seconds for a whole metadata answer."),
+    Setting("metadata_retries", "RHGEN_RETRIES", parse_count, "Extra tries when the metadata service refuses, times out or answers 5xx."),
+    Setting("disable_metadata", "DISABLE_METADATA", parse_bool, "Read METADATA_FILE instead of the metadata service."),
+    Setting("metadata_file", "METADATA_FILE", parse_file_path, "Answers file (JSON or YAML: containers, self_service_metadata)."),
+    Setting("syslog_host", "SYSLOG_HOST", parse_syslog_host, "Send haproxy logs to this syslog host[:port]."),
+    Setting("syslog_facility", "SYSLOG_FACILITY", parse_facility, "Syslog facility of haproxy logs."),
+)
+
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+PATH_SETTINGS = {
+    "haproxy_config", "haproxy_backend_config", "haproxy_domain_map", "haproxy_ssl_cert",
+    "template_dir", "metadata_file",
+}
+
+Settings = dataclasses.make_dataclass(
+    "Settings",
+    [(s.name, Any) for s in SETTINGS] + [("origin", dict, dataclasses.field(default_factory=dict, compare=False, repr=False))],
+    frozen=True,
+    namespace={"__doc__": "Every setting after merging and validation; `origin` says where each value came from."},
+)
+
+
+def read_yaml_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"settings file {path}: cannot read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise SettingsError(f"settings file {path}:{where} is not valid YAML") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"settings file {path}: expected a mapping of setting: value")
+    unknown = sorted(str(k) for k in data if k not in BY_NAME)
+    if unknown:
+        raise SettingsError(f"settings file {path}: unknown setting {unknown[0]!r}")
+    # Relative paths in a file mean relative to that file, so a config folder can move.
+    for name in PATH_SETTINGS & data.keys():
+        value = data[name]
+        if isinstance(value, str) and value and not os.path.isabs(value):
+            data[name] = str(path.resolve().parent / value)
+    return data
+
+
+def load_settings(
+    override_file: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Any:
+    """Merge the four layers and validate every value; raise SettingsError naming the first bad one."""
+    environ = os.environ if environ is None else environ
+    flags = flags or {}
+    layers: list[tuple[str, Mapping[str, Any]]] = [("defaults.yml", bundled_defaults())]
+    if override_file is None:
+        override_file = environ.get("RHGEN_CONFIG") or None
+    if override_file:
+        layers.append((f"settings file {override_file}", read_yaml_file(Path(override_file))))
+    layers.append(("environment", {s.name: environ[s.env] for s in SETTINGS if s.env in environ}))
+    layers.append(("command line", {k: v for k, v in flags.items() if v is not None}))
+
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for layer_name, layer in layers:
+        for name, raw in layer.items():
+            values[name], origin[name] = raw, layer_name
+    parsed = {}
+    for setting in SETTINGS:
+        raw = values.get(setting.name)
+        try:
+            parsed[setting.name] = setting.parse(raw)
+        except ValueError as exc:
+            if raw is None:
+                raise SettingsError(
+                    f"setting {setting.env} is required: set it in the environment, "
+                    f"as {flag_name(setting.name)} or as {setting.name} in a settings file"
+                ) from None
+            shown = "(hidden)" if setting.secret else repr(raw)
+            raise SettingsError(
+                f"setting {setting.env} ({origin.get(setting.name, 'unset')}): {shown} {exc}"
+            ) from None
+    settings = Settings(**parsed, origin=origin)
+    _check_together(settings)
+    return settings
+
+
+def _check_together(settings: Any) -> None:
+    if settings.disable_metadata and not settings.metadata_file:
+        raise SettingsError("setting METADATA_FILE is required when DISABLE_METADATA is true")
+    ports = {"HTTP_PORT": settings.http_port}
+    if settings.enable_ssl:
+        ports["HTTPS_PORT"] = settings.https_port
+    if settings.enable_stats:
+        ports["STATS_PORT"] = settings.stats_port
+    seen: dict[int, str] = {}
+    for env, port in ports.items():
+        if port in seen:
+            raise SettingsError(f"settings {seen[port]} and {env} both use port {port}")
+        seen[port] = env
+    paths = {
+        "HAPROXY_CONFIG": settings.haproxy_config,
+        "HAPROXY_BACKEND_CONFIG": settings.haproxy_backend_config,
+        "HAPROXY_DOMAIN_MAP": settings.haproxy_domain_map,
+        "HAPROXY_SSL_CERT": settings.haproxy_ssl_cert,
+    }
+    seen_paths: dict[str, str] = {}
+    for env, path in paths.items():
+        resolved = os.path.abspath(path)
+        if resolved in seen_paths:
+            raise SettingsError(f"settings {seen_paths[resolved]} and {env} name the same file {path}")
+        seen_paths[resolved] = env
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+@functools.cache
+def bundled_defaults() -> dict[str, Any]:
+    return read_yaml_file(resources.defaults_file())
+
+
+def describe(setting: Setting) -> str:
+    """Help text of one setting: meaning, env var and bundled default."""
+    default = bundled_defaults().get(setting.name)
+    shown = "none" if default in (None, "") else str(default).lower() if isinstance(default, bool) else default
+    security = " Security-relevant." if setting.security else ""
+    return f"{setting.help}{security} [env {setting.env}; default {shown}]"
