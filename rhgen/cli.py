@@ -101,7 +101,7 @@ def routes(settings: Any, as_json: bool) -> None:
     """Show host → backend → servers, and the containers that get no traffic, with the reason."""
     from .pipeline import build_model
 
-    routing = build_model(settings)
+    routing = build_model(settings).routing
     backends = {b.name: b for b in routing.backends}
     if as_json:
         click.echo(json.dumps(_routes_json(routing, backends), indent=2))

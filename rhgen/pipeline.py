@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import apply, render, sources
 from .errors import ApplyError
 from .model import Routing, build_routing
+
+if TYPE_CHECKING:
+    from .certs import Tls
 
 log = logging.getLogger(__name__)
 
@@ -21,23 +24,37 @@ class Outcome:
     reloaded: bool = False
 
 
-def build_model(settings: Any) -> Routing:
-    """Fetch from the configured source and build the routing model, warning about what is skipped."""
+@dataclass(frozen=True)
+class Model:
+    routing: Routing
+    tls: Tls | None
+
+
+def build_model(settings: Any) -> Model:
+    """Fetch from the configured source, build the routing model and, with TLS, the certificates;
+    warn about what is skipped."""
     source = sources.fetch(settings)
     routing = build_routing(source, settings.stack_domain, settings.rancher_label, settings.rancher_proxy_label)
     for skipped in routing.skipped:
         if skipped.warn:
             log.warning("%s: %s; skipped", skipped.what, skipped.reason)
-    return routing
+    tls = None
+    if settings.enable_ssl:
+        from . import certs  # cryptography is slow to import; only TLS runs pay for it
+
+        tls = certs.collect(settings, source.service_metadata)
+        certs.report_uncovered(tls, settings.stack_domain, (route.host for route in routing.routes))
+    return Model(routing, tls)
 
 
 def generate(settings: Any, dry_run: bool = False, allow_empty: bool = False) -> Outcome:
-    routing = build_model(settings)
-    files = render.render_all(settings, routing)
+    model = build_model(settings)
+    routing = model.routing
+    files = render.render_all(settings, routing, model.tls)
     paths = [f.path for f in files]
 
     def render_for(staged: dict[str, str]) -> list[render.OutputFile]:
-        return render.render_all(settings, routing, paths=staged)
+        return render.render_all(settings, routing, model.tls, paths=staged)
 
     roles = [f.role for f in files]
     if dry_run:

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 
 from . import resources
 from .errors import RhgenError
 from .model import Routing
+
+if TYPE_CHECKING:
+    from .certs import Tls
 
 
 @dataclass(frozen=True)
@@ -27,16 +30,32 @@ class OutputFile:
     secret: bool = False  # never shown in diffs or logs
 
 
-# role -> (template name, setting holding the live path, mode of a new file)
-OUTPUTS = (
-    ("backends", "backends.cfg.j2", "haproxy_backend_config", 0o644),
-    ("map", "domain.map.j2", "haproxy_domain_map", 0o644),
-    ("config", "haproxy.cfg.j2", "haproxy_config", 0o644),
-)
+@dataclass(frozen=True)
+class Output:
+    role: str
+    template: str
+    setting: str  # the setting holding the live path
+    mode: int
+    secret: bool = False
 
 
-def live_paths(settings: Any) -> dict[str, str]:
-    return {role: getattr(settings, setting) for role, _, setting, _ in OUTPUTS}
+# In swap order: the main config, which refers to all the others, is replaced last.
+BACKENDS = Output("backends", "backends.cfg.j2", "haproxy_backend_config", 0o644)
+MAP = Output("map", "domain.map.j2", "haproxy_domain_map", 0o644)
+CERT = Output("cert", "haproxy.pem.j2", "haproxy_ssl_cert", 0o600, secret=True)
+CRT_LIST = Output("crtlist", "crt-list.txt.j2", "haproxy_ssl_crt_list", 0o644)
+CONFIG = Output("config", "haproxy.cfg.j2", "haproxy_config", 0o644)
+
+
+def outputs(tls: Tls | None) -> list[Output]:
+    """The files this run produces: the PEM only when rhgen writes it, the crt-list only with TLS."""
+    chosen = [BACKENDS, MAP]
+    if tls is not None:
+        if any(cert.write for cert in tls.certificates):
+            chosen.append(CERT)
+        chosen.append(CRT_LIST)
+    chosen.append(CONFIG)
+    return chosen
 
 
 def _bind_host(address: str) -> str:
@@ -60,19 +79,23 @@ def environment(template_dir: str = "") -> jinja2.Environment:
     return env
 
 
-def render_all(settings: Any, routing: Routing, paths: Mapping[str, str] | None = None) -> list[OutputFile]:
+def render_all(
+    settings: Any, routing: Routing, tls: Tls | None = None, paths: Mapping[str, str] | None = None
+) -> list[OutputFile]:
     """Render every output for its live path; `paths` changes what the files refer to (used for checks)."""
-    live = live_paths(settings)
+    chosen = outputs(tls)
+    live = {out.role: getattr(settings, out.setting) for out in chosen}
     references = {**live, **(paths or {})}
     env = environment(settings.template_dir)
-    context = {"settings": settings, "routing": routing, "paths": references}
+    written = next((cert for cert in tls.certificates if cert.write), None) if tls else None
+    context = {"settings": settings, "routing": routing, "tls": tls, "certificate": written, "paths": references}
     files = []
-    for role, template_name, _, mode in OUTPUTS:
+    for out in chosen:
         try:
-            text = env.get_template(template_name).render(context)
+            text = env.get_template(out.template).render(context)
         except jinja2.TemplateError as exc:
             where = getattr(exc, "lineno", None)
             line = f" line {where}" if where else ""
-            raise RhgenError(f"template {template_name}{line}: {exc.message or exc}") from None
-        files.append(OutputFile(role=role, path=live[role], content=text.encode("utf-8"), mode=mode))
+            raise RhgenError(f"template {out.template}{line}: {exc.message or exc}") from None
+        files.append(OutputFile(out.role, live[out.role], text.encode("utf-8"), out.mode, out.secret))
     return files

@@ -143,6 +143,27 @@ def parse_required_file_path(raw: Any) -> str:
     return os.path.abspath(parse_required_path(raw))
 
 
+def parse_days(raw: Any) -> int:
+    value = _parse_int(raw)
+    if value > 3650:
+        raise ValueError("is too large (at most 3650 days)")
+    return value
+
+
+def parse_hsts(raw: Any) -> int:
+    value = _parse_int(raw)
+    if value > 2 * 365 * 86400:
+        raise ValueError("is too large (at most two years in seconds)")
+    return value
+
+
+def parse_file_name(raw: Any) -> str:
+    text = parse_text(raw)
+    if text and (not re.fullmatch(r"[A-Za-z0-9_.@+=,-]+", text) or text.startswith(".")):
+        raise ValueError("is not a plain file name")
+    return text
+
+
 def parse_bind_address(raw: Any) -> str:
     text = parse_text(raw)
     if text in ("", "*"):
@@ -224,6 +245,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("haproxy_backend_config", "HAPROXY_BACKEND_CONFIG", parse_required_file_path, "Generated backends file."),
     Setting("haproxy_domain_map", "HAPROXY_DOMAIN_MAP", parse_required_file_path, "Generated host -> backend map."),
     Setting("haproxy_ssl_cert", "HAPROXY_SSL_CERT", parse_required_file_path, "Combined certificate + key PEM.", security=True),
+    Setting("haproxy_ssl_cert_dir", "HAPROXY_SSL_CERT_DIR", parse_file_path, "Folder of PEM files (cert + key each), served by SNI.", security=True),
+    Setting("haproxy_ssl_default_cert", "HAPROXY_SSL_DEFAULT_CERT", parse_file_name, "File in HAPROXY_SSL_CERT_DIR served when no name matches; default the first."),
+    Setting("haproxy_ssl_crt_list", "HAPROXY_SSL_CRT_LIST", parse_required_file_path, "Generated crt-list naming every certificate haproxy loads."),
+    Setting("ssl_expiry_warning_days", "SSL_EXPIRY_WARNING_DAYS", parse_days, "Warn when a certificate expires within this many days."),
+    Setting("hsts_max_age", "HSTS_MAX_AGE", parse_hsts, "Strict-Transport-Security max-age in seconds on HTTPS; 0 is off.", security=True),
     Setting("haproxy_bin", "HAPROXY_BIN", parse_required_path, "haproxy binary used for `haproxy -c`."),
     Setting("template_dir", "RHGEN_TEMPLATE_DIR", parse_file_path, "Folder of your own templates; bundled ones fill the gaps."),
     Setting("reload_command", "RELOAD_COMMAND", parse_command, "Command run (without a shell) after files were swapped.", security=True),
@@ -243,6 +269,7 @@ SETTINGS: tuple[Setting, ...] = (
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 PATH_SETTINGS = {
     "haproxy_config", "haproxy_backend_config", "haproxy_domain_map", "haproxy_ssl_cert",
+    "haproxy_ssl_cert_dir", "haproxy_ssl_crt_list",
     "template_dir", "metadata_file",
 }
 
@@ -322,6 +349,8 @@ def load_settings(
 
 
 def _check_together(settings: Any) -> None:
+    if settings.enable_ssl_redirection and not settings.enable_ssl:
+        raise SettingsError("setting ENABLE_SSL_REDIRECTION needs ENABLE_SSL=true (nothing would answer on HTTPS)")
     if settings.disable_metadata and not settings.metadata_file:
         raise SettingsError("setting METADATA_FILE is required when DISABLE_METADATA is true")
     ports = {"HTTP_PORT": settings.http_port}
@@ -339,6 +368,7 @@ def _check_together(settings: Any) -> None:
         "HAPROXY_BACKEND_CONFIG": settings.haproxy_backend_config,
         "HAPROXY_DOMAIN_MAP": settings.haproxy_domain_map,
         "HAPROXY_SSL_CERT": settings.haproxy_ssl_cert,
+        "HAPROXY_SSL_CRT_LIST": settings.haproxy_ssl_crt_list,
     }
     seen_paths: dict[str, str] = {}
     for env, path in paths.items():
