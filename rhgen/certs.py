@@ -153,9 +153,15 @@ def covers(names: Iterable[str], host: str) -> bool:
 
 
 def validate(chain: Sequence[x509.Certificate], key: Any, source: str, now: datetime.datetime, warn_days: int) -> None:
-    leaf = chain[0]
-    if _public_der(key.public_key()) != _public_der(leaf.public_key()):
+    key_der = _public_der(key.public_key())
+    matching = [n for n, cert in enumerate(chain, 1) if _public_der(cert.public_key()) == key_der]
+    if not matching:
         raise CertificateError(f"{source}: the private key does not match the certificate")
+    if matching[0] != 1:
+        raise CertificateError(
+            f"{source}: chain in the wrong order: the leaf (the one matching the key) is certificate "
+            f"{matching[0]}; put it first, then each issuer in order"
+        )
     for position, (child, issuer) in enumerate(zip(chain, chain[1:]), 1):
         try:
             child.verify_directly_issued_by(issuer)
