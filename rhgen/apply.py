@@ -18,14 +18,18 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import ApplyError, CheckError
-from .render import OutputFile
+
+if TYPE_CHECKING:
+    from .render import OutputFile
 
 log = logging.getLogger(__name__)
 
 TEMP_MARK = ".rhgen-"
 LOCK_NAME = ".rhgen.lock"
+RELOAD_PENDING = ".rhgen.reload-pending"
 CHECK_TIMEOUT = 120
 RELOAD_TIMEOUT = 60
 
@@ -157,14 +161,30 @@ def _fsync_folder(folder: str) -> None:
         os.close(fd)
 
 
-def swap(files: Sequence[OutputFile]) -> None:
-    """Replace each changed file, in the given order (the main config last)."""
-    for output in files:
-        try:
+def _marker(anchor: str, name: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(anchor)), name)
+
+
+def reload_pending(anchor: str) -> bool:
+    """True when files were swapped but the reload after them never succeeded."""
+    return os.path.exists(_marker(anchor, RELOAD_PENDING))
+
+
+def swap(files: Sequence[OutputFile], anchor: str, reload_follows: bool) -> None:
+    """Replace each changed file, in the given order (the main config last). When a reload
+    follows, a marker beside the lock says so until it succeeds, so a run killed or failing
+    between swap and reload is reloaded by the next run even though it sees no change."""
+    output_path = _marker(anchor, RELOAD_PENDING)
+    try:
+        if reload_follows:
+            with open(output_path, "wb") as handle:
+                os.fsync(handle.fileno())
+        for output in files:
+            output_path = output.path
             write_atomically(output)
-        except OSError as exc:
-            reason = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
-            raise ApplyError(f"{output.path}: cannot write ({reason})") from None
+    except OSError as exc:
+        reason = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
+        raise ApplyError(f"{output_path}: cannot write ({reason})") from None
 
 
 def remove_stale_temps(paths: Sequence[str]) -> None:
@@ -192,7 +212,7 @@ def check_folders(paths: Sequence[str]) -> None:
 @contextlib.contextmanager
 def exclusive_lock(path: str, timeout: float = 120.0) -> Iterator[None]:
     """flock on a lock file beside the outputs: concurrent runs take turns, never interleave."""
-    lock_path = os.path.join(os.path.dirname(os.path.abspath(path)), LOCK_NAME)
+    lock_path = _marker(path, LOCK_NAME)
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
@@ -215,7 +235,7 @@ def exclusive_lock(path: str, timeout: float = 120.0) -> Iterator[None]:
 # --- reloading -------------------------------------------------------------------------------
 
 
-def run_reload(command: str) -> None:
+def run_reload(command: str, anchor: str) -> None:
     argv = shlex.split(command)
     try:
         result = subprocess.run(  # noqa: S603 - argument list from RELOAD_COMMAND, no shell
@@ -229,3 +249,5 @@ def run_reload(command: str) -> None:
         detail = (result.stderr or result.stdout).strip().splitlines()
         last = f": {detail[-1]}" if detail else ""
         raise ApplyError(f"files swapped, but RELOAD_COMMAND exited {result.returncode}{last}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_marker(anchor, RELOAD_PENDING))

@@ -99,9 +99,9 @@ def generate(settings: Any, dry_run: bool, allow_empty: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
 def routes(settings: Any, as_json: bool) -> None:
     """Show host → backend → servers, and the containers that get no traffic, with the reason."""
-    from .pipeline import build_model
+    from .pipeline import fetch_routing
 
-    routing = build_model(settings).routing
+    _, routing = fetch_routing(settings)
     backends = {b.name: b for b in routing.backends}
     if as_json:
         click.echo(json.dumps(_routes_json(routing, backends), indent=2))

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import apply, render, sources
+from . import apply, fingerprint, sources
 from .errors import ApplyError
-from .model import Routing, build_routing
+from .model import Routing, SourceData, build_routing
 
 if TYPE_CHECKING:
     from .certs import Tls
+    from .render import OutputFile
 
 log = logging.getLogger(__name__)
 
@@ -30,51 +32,82 @@ class Model:
     tls: Tls | None
 
 
-def build_model(settings: Any) -> Model:
-    """Fetch from the configured source, build the routing model and, with TLS, the certificates;
-    warn about what is skipped."""
+def fetch_routing(settings: Any) -> tuple[SourceData, Routing]:
+    """Fetch from the configured source and build the routing model, warning about what is skipped."""
     source = sources.fetch(settings)
     routing = build_routing(source, settings.stack_domain, settings.rancher_label, settings.rancher_proxy_label)
     for skipped in routing.skipped:
         if skipped.warn:
             log.warning("%s: %s; skipped", skipped.what, skipped.reason)
-    tls = None
-    if settings.enable_ssl:
-        from . import certs  # cryptography is slow to import; only TLS runs pay for it
+    return source, routing
 
-        tls = certs.collect(settings, source.service_metadata)
-        certs.report_uncovered(tls, settings.stack_domain, (route.host for route in routing.routes))
-    return Model(routing, tls)
+
+def load_tls(settings: Any, source: SourceData, routing: Routing) -> Tls | None:
+    if not settings.enable_ssl:
+        return None
+    from . import certs  # cryptography is slow to import: only runs that render TLS pay for it
+
+    tls = certs.collect(settings, source.service_metadata)
+    certs.report_uncovered(tls, settings.stack_domain, (route.host for route in routing.routes))
+    return tls
+
+
+def render_stamped(settings: Any, model: Model, inputs: str) -> list[OutputFile]:
+    """Every output for its live path, the main config (last) starting with the fingerprint line."""
+    from . import render  # Jinja2 is slow to import: the no-change fast path never needs it
+
+    files = render.render_all(settings, model.routing, model.tls)
+    *others, config = files
+    recheck = 0
+    if model.tls:
+        warn_seconds = settings.ssl_expiry_warning_days * 86400
+        recheck = int(min(cert.not_after.timestamp() for cert in model.tls.certificates)) - warn_seconds
+    stamp = fingerprint.Stamp(
+        inputs=inputs,
+        outputs=fingerprint.outputs_digest([f.content for f in others] + [config.content]),
+        recheck_after=max(recheck, 1) if model.tls else 0,
+        paths=tuple(f.path for f in others),
+    )
+    return [*others, dataclasses.replace(config, content=fingerprint.stamp_line(stamp) + config.content)]
 
 
 def generate(settings: Any, dry_run: bool = False, allow_empty: bool = False) -> Outcome:
-    model = build_model(settings)
-    routing = model.routing
-    files = render.render_all(settings, routing, model.tls)
-    paths = [f.path for f in files]
+    source, routing = fetch_routing(settings)
+    inputs = fingerprint.inputs_digest(settings, routing, source.service_metadata)
+    if (
+        not dry_run
+        and fingerprint.live_files_match(settings.haproxy_config, inputs)
+        and not apply.reload_pending(settings.haproxy_backend_config)
+    ):
+        return Outcome(routing, ())
 
-    def render_for(staged: dict[str, str]) -> list[render.OutputFile]:
+    from . import render
+
+    model = Model(routing, load_tls(settings, source, routing))
+    files = render_stamped(settings, model, inputs)
+    roles = [f.role for f in files]
+
+    def render_for(staged: dict[str, str]) -> list[OutputFile]:
         return render.render_all(settings, routing, model.tls, paths=staged)
 
-    roles = [f.role for f in files]
     if dry_run:
         changed = apply.changed_files(files)
         if changed:
             apply.check_config(settings.haproxy_bin, render_for, roles)
         return Outcome(routing, tuple(f.path for f in changed), diff=apply.unified_diff(changed))
 
+    paths = [f.path for f in files]
     apply.check_folders(paths)
     with apply.exclusive_lock(settings.haproxy_backend_config):
         apply.remove_stale_temps(paths)
         changed = apply.changed_files(files)
-        if not changed:
-            return Outcome(routing, ())
-        _guard_against_blanking(settings, routing, allow_empty)
-        apply.check_config(settings.haproxy_bin, render_for, roles)
-        apply.swap(changed)
-        log.info("swapped in %s", ", ".join(f.path for f in changed))
-        if settings.reload_command:
-            apply.run_reload(settings.reload_command)
+        if changed:
+            _guard_against_blanking(settings, routing, allow_empty)
+            apply.check_config(settings.haproxy_bin, render_for, roles)
+            apply.swap(changed, settings.haproxy_backend_config, reload_follows=bool(settings.reload_command))
+            log.info("swapped in %s", ", ".join(f.path for f in changed))
+        if settings.reload_command and (changed or apply.reload_pending(settings.haproxy_backend_config)):
+            apply.run_reload(settings.reload_command, settings.haproxy_backend_config)
             return Outcome(routing, tuple(f.path for f in changed), reloaded=True)
     return Outcome(routing, tuple(f.path for f in changed))
 
