@@ -1,15 +1,18 @@
-"""The no-change fast path: a fingerprint line at the top of the generated haproxy.cfg.
+"""The no-change fast path: a fingerprint of what the live files were made from.
 
-The common cron run changes nothing, and its cost is start-up. The first line of the main
-config records a digest of every input (settings, routing model, templates, certificate
-inputs) and a digest of every output file as written. A run whose inputs digest matches,
-and whose live files still hash to the recorded outputs digest, is done without importing
-Jinja2 or cryptography, rendering or running haproxy. Anything else takes the full path.
+The common cron run changes nothing, and its cost is start-up. After each full run, a small
+file beside the lock (.rhgen.fingerprint) records a digest of every input (settings, routing
+model, templates, certificate inputs) and a digest of every output file as written. A run
+whose inputs digest matches, and whose live files still hash to the recorded outputs digest,
+is done without importing Jinja2 or cryptography, rendering or running haproxy. Anything
+else (no stamp, a file edited by hand, a certificate near expiry) takes the full path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -19,7 +22,9 @@ from typing import Any
 
 from . import __version__, resources
 
-PREFIX = b"# rhgen-fingerprint: "
+log = logging.getLogger(__name__)
+
+STAMP_NAME = ".rhgen.fingerprint"
 
 
 @dataclass(frozen=True)
@@ -27,7 +32,7 @@ class Stamp:
     inputs: str
     outputs: str
     recheck_after: int  # unix time after which certificates must be validated again; 0 = never
-    paths: tuple[str, ...]  # the other output files, in the order they are hashed
+    paths: tuple[str, ...]  # the output files, in the order they are hashed
 
 
 def _update_with_file(digest: Any, path: Path) -> None:
@@ -47,7 +52,8 @@ def inputs_digest(settings: Any, routing: Any, service_metadata: Mapping[str, An
     if settings.enable_ssl:
         for key in ("ssl_cert", "ssl_key"):
             digest.update(repr(service_metadata.get(key)).encode())
-        _update_with_file(digest, Path(settings.haproxy_ssl_cert))
+        if "ssl_cert" not in service_metadata:  # a mounted PEM; otherwise rhgen writes that file itself
+            _update_with_file(digest, Path(settings.haproxy_ssl_cert))
         if settings.haproxy_ssl_cert_dir and os.path.isdir(settings.haproxy_ssl_cert_dir):
             for name in sorted(os.listdir(settings.haproxy_ssl_cert_dir)):
                 digest.update(name.encode() + b"\0")
@@ -62,33 +68,39 @@ def outputs_digest(contents: Sequence[bytes]) -> str:
     return digest.hexdigest()[:32]
 
 
-def stamp_line(stamp: Stamp) -> bytes:
-    # Paths cannot hold spaces (settings refuse them), so a space separates every field.
-    return PREFIX + " ".join([stamp.inputs, stamp.outputs, str(stamp.recheck_after), *stamp.paths]).encode() + b"\n"
+def stamp_path(anchor: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(anchor)), STAMP_NAME)
 
 
-def read_stamp(config_path: str) -> tuple[Stamp, bytes] | None:
-    """The stamp of the live config and the config without its stamp line, or None."""
+def write_stamp(anchor: str, stamp: Stamp) -> None:
+    """Record what the live files were made from (atomically; losing it costs one full run)."""
+    path = stamp_path(anchor)
+    text = "\n".join([stamp.inputs, stamp.outputs, str(stamp.recheck_after), *stamp.paths]) + "\n"
+    temp = f"{path}.{os.getpid()}.tmp"
     try:
-        data = Path(config_path).read_bytes()
-    except OSError:
-        return None
-    if not data.startswith(PREFIX):
-        return None
-    line, _, rest = data.partition(b"\n")
-    fields = line[len(PREFIX):].decode("utf-8", "replace").split(" ")
-    if len(fields) < 3 or not fields[2].isdigit():
-        return None
-    return Stamp(fields[0], fields[1], int(fields[2]), tuple(fields[3:])), rest
+        with open(temp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temp, path)
+    except OSError as exc:  # only the next run's speed depends on it
+        log.warning("%s: cannot write (%s); the next run takes the full path", path, exc.strerror)
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
 
 
-def live_files_match(config_path: str, inputs: str, now: float | None = None) -> bool:
+def read_stamp(anchor: str) -> Stamp | None:
+    try:
+        fields = Path(stamp_path(anchor)).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if len(fields) < 4 or not fields[2].isdigit():
+        return None
+    return Stamp(fields[0], fields[1], int(fields[2]), tuple(fields[3:]))
+
+
+def live_files_match(anchor: str, inputs: str, now: float | None = None) -> bool:
     """True when the live files were made from these inputs and nobody changed them since."""
-    found = read_stamp(config_path)
-    if found is None:
-        return False
-    stamp, config_rest = found
-    if stamp.inputs != inputs:
+    stamp = read_stamp(anchor)
+    if stamp is None or stamp.inputs != inputs:
         return False
     if stamp.recheck_after and (now or time.time()) >= stamp.recheck_after:
         return False
@@ -98,4 +110,4 @@ def live_files_match(config_path: str, inputs: str, now: float | None = None) ->
             contents.append(Path(path).read_bytes())
         except OSError:
             return False
-    return outputs_digest([*contents, config_rest]) == stamp.outputs
+    return outputs_digest(contents) == stamp.outputs

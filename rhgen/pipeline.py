@@ -52,23 +52,17 @@ def load_tls(settings: Any, source: SourceData, routing: Routing) -> Tls | None:
     return tls
 
 
-def render_stamped(settings: Any, model: Model, inputs: str) -> list[OutputFile]:
-    """Every output for its live path, the main config (last) starting with the fingerprint line."""
-    from . import render  # Jinja2 is slow to import: the no-change fast path never needs it
-
-    files = render.render_all(settings, model.routing, model.tls)
-    *others, config = files
+def stamp_for(settings: Any, model: Model, inputs: str, files: list[OutputFile]) -> fingerprint.Stamp:
     recheck = 0
-    if model.tls:
+    if model.tls:  # certificates are validated again once they come near expiry
         warn_seconds = settings.ssl_expiry_warning_days * 86400
-        recheck = int(min(cert.not_after.timestamp() for cert in model.tls.certificates)) - warn_seconds
-    stamp = fingerprint.Stamp(
+        recheck = max(1, int(min(cert.not_after.timestamp() for cert in model.tls.certificates)) - warn_seconds)
+    return fingerprint.Stamp(
         inputs=inputs,
-        outputs=fingerprint.outputs_digest([f.content for f in others] + [config.content]),
-        recheck_after=max(recheck, 1) if model.tls else 0,
-        paths=tuple(f.path for f in others),
+        outputs=fingerprint.outputs_digest([f.content for f in files]),
+        recheck_after=recheck,
+        paths=tuple(f.path for f in files),
     )
-    return [*others, dataclasses.replace(config, content=fingerprint.stamp_line(stamp) + config.content)]
 
 
 def generate(settings: Any, dry_run: bool = False, allow_empty: bool = False) -> Outcome:
@@ -76,7 +70,7 @@ def generate(settings: Any, dry_run: bool = False, allow_empty: bool = False) ->
     inputs = fingerprint.inputs_digest(settings, routing, source.service_metadata)
     if (
         not dry_run
-        and fingerprint.live_files_match(settings.haproxy_config, inputs)
+        and fingerprint.live_files_match(settings.haproxy_backend_config, inputs)
         and not apply.reload_pending(settings.haproxy_backend_config)
     ):
         return Outcome(routing, ())
@@ -84,7 +78,7 @@ def generate(settings: Any, dry_run: bool = False, allow_empty: bool = False) ->
     from . import render
 
     model = Model(routing, load_tls(settings, source, routing))
-    files = render_stamped(settings, model, inputs)
+    files = render.render_all(settings, routing, model.tls)
     roles = [f.role for f in files]
 
     def render_for(staged: dict[str, str]) -> list[OutputFile]:
@@ -106,6 +100,7 @@ def generate(settings: Any, dry_run: bool = False, allow_empty: bool = False) ->
             apply.check_config(settings.haproxy_bin, render_for, roles)
             apply.swap(changed, settings.haproxy_backend_config, reload_follows=bool(settings.reload_command))
             log.info("swapped in %s", ", ".join(f.path for f in changed))
+        fingerprint.write_stamp(settings.haproxy_backend_config, stamp_for(settings, model, inputs, files))
         if settings.reload_command and (changed or apply.reload_pending(settings.haproxy_backend_config)):
             apply.run_reload(settings.reload_command, settings.haproxy_backend_config)
             return Outcome(routing, tuple(f.path for f in changed), reloaded=True)
