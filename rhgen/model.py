@@ -147,10 +147,10 @@ def _server_address(ip: str | None) -> str | None:
 
 
 def _port(value: str) -> int | None:
-    text = value.strip()
-    if not (text.isascii() and text.isdigit() and len(text) <= 5):
+    # The label value must be the port exactly: " 80\n" is as wrong as "80a".
+    if not (value.isascii() and value.isdigit() and len(value) <= 5):
         return None
-    port = int(text)
+    port = int(value)
     return port if 1 <= port <= 65535 else None
 
 
