@@ -143,6 +143,10 @@ def _server_address(ip: str | None) -> str | None:
         parsed = ipaddress.ip_address((ip or "").strip())
     except ValueError:
         return None
+    if getattr(parsed, "scope_id", None):
+        # ipaddress accepts anything after '%' as an IPv6 scope id (spaces, '#', newlines):
+        # never a container address, and it would reach haproxy.cfg unchecked.
+        return None
     return f"[{parsed}]" if parsed.version == 6 else str(parsed)
 
 
