@@ -143,14 +143,18 @@ def _server_address(ip: str | None) -> str | None:
         parsed = ipaddress.ip_address((ip or "").strip())
     except ValueError:
         return None
+    if getattr(parsed, "scope_id", None):
+        # ipaddress accepts anything after '%' as an IPv6 scope id (spaces, '#', newlines):
+        # never a container address, and it would reach haproxy.cfg unchecked.
+        return None
     return f"[{parsed}]" if parsed.version == 6 else str(parsed)
 
 
 def _port(value: str) -> int | None:
-    text = value.strip()
-    if not (text.isascii() and text.isdigit() and len(text) <= 5):
+    # The label value must be the port exactly: " 80\n" is as wrong as "80a".
+    if not (value.isascii() and value.isdigit() and len(value) <= 5):
         return None
-    port = int(text)
+    port = int(value)
     return port if 1 <= port <= 65535 else None
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import requests
+import urllib3
 
 from ..errors import SourceError
 from ..model import SourceData
@@ -89,7 +91,7 @@ def _read_body(answer: requests.Response, url: str, deadline: float) -> bytes:
     if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
         raise SourceError(f"metadata {url}: answer of {int(declared)} bytes is over the {MAX_ANSWER_BYTES}-byte cap")
     chunks, size = [], 0
-    for chunk in answer.iter_content(chunk_size=256 * 1024):
+    for chunk in _pieces(answer, 256 * 1024):
         size += len(chunk)
         if size > MAX_ANSWER_BYTES:
             raise SourceError(f"metadata {url}: answer is over the {MAX_ANSWER_BYTES}-byte cap")
@@ -97,6 +99,27 @@ def _read_body(answer: requests.Response, url: str, deadline: float) -> bytes:
             raise _Transient("answer took longer than the read timeout")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _pieces(answer: requests.Response, size: int) -> Iterator[bytes]:
+    """The body as it arrives, so the caller checks its deadline after every network read.
+
+    iter_content() blocks until a whole chunk is in, however slowly it trickles, which
+    would let a server that sends a byte now and then hold a run far past the read timeout.
+    """
+    raw = answer.raw
+    if not hasattr(raw, "read1"):  # older urllib3 without read1(): whole chunks only
+        yield from answer.iter_content(chunk_size=size)
+        return
+    try:
+        while chunk := raw.read1(size, decode_content=True):
+            yield chunk
+    except urllib3.exceptions.ReadTimeoutError as exc:  # the same exceptions iter_content raises
+        raise requests.ConnectionError(exc) from None
+    except urllib3.exceptions.ProtocolError as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc) from None
+    except urllib3.exceptions.DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc) from None
 
 
 def _connection_reason(exc: requests.ConnectionError) -> str:
