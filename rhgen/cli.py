@@ -87,10 +87,10 @@ def generate(settings: Any, dry_run: bool, allow_empty: bool) -> None:
     if outcome.changed:
         names = ", ".join(os.path.basename(p) for p in outcome.changed)
         summary += f"{'would change' if dry_run else 'changed'}: {names}"
-        if outcome.reloaded:
-            summary += "; reloaded"
     else:
         summary += "no change"
+    if outcome.reloaded:
+        summary += "; reloaded"
     click.echo(summary)
 
 

@@ -11,6 +11,7 @@ else (no stamp, a file edited by hand, a certificate near expiry) takes the full
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -42,8 +43,17 @@ def _update_with_file(digest: Any, path: Path) -> None:
         digest.update(b"\0missing\0")
 
 
+# How rhgen runs, not what it renders: changing these must not force a full run.
+OPERATIONAL = {"haproxy_bin", "reload_command", "metadata_connect_timeout", "metadata_read_timeout", "metadata_retries"}
+
+
 def inputs_digest(settings: Any, routing: Any, service_metadata: Mapping[str, Any]) -> str:
-    digest = hashlib.sha256(f"{__version__}\n{settings!r}\n{routing!r}\n".encode())
+    rendered_settings = {
+        field.name: getattr(settings, field.name)
+        for field in dataclasses.fields(settings)
+        if field.name not in OPERATIONAL and field.name != "origin"
+    }
+    digest = hashlib.sha256(f"{__version__}\n{rendered_settings!r}\n{routing!r}\n".encode())
     for folder in (settings.template_dir, str(resources.template_dir())):
         if folder and os.path.isdir(folder):
             for name in sorted(os.listdir(folder)):
@@ -76,6 +86,8 @@ def write_stamp(anchor: str, stamp: Stamp) -> None:
     """Record what the live files were made from (atomically; losing it costs one full run)."""
     path = stamp_path(anchor)
     text = "\n".join([stamp.inputs, stamp.outputs, str(stamp.recheck_after), *stamp.paths]) + "\n"
+    if read_stamp(anchor) == stamp:
+        return
     temp = f"{path}.{os.getpid()}.tmp"
     try:
         with open(temp, "w", encoding="utf-8") as handle:

@@ -8,7 +8,6 @@ import http.client
 import http.server
 import json
 import os
-import resource
 import shutil
 import socket
 import subprocess
@@ -216,6 +215,7 @@ class _Backend(http.server.ThreadingHTTPServer):
         self.proxy_protocol = proxy_protocol
         self.proxy_lines: list[str] = []  # PROXY headers received, without CRLF
         self.hits = 0
+        self.last_headers: dict[str, str] = {}
         self.errors: list[str] = []
         super().__init__((ip, 0), _BackendHandler)
         self.port = self.server_address[1]
@@ -236,6 +236,7 @@ class _BackendHandler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         self.server.hits += 1
+        self.server.last_headers = {k.lower(): v for k, v in self.headers.items()}
         body = self.server.name.encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
@@ -377,11 +378,6 @@ class Haproxy:
         """Start haproxy on the generated files and wait until its port accepts connections."""
         assert self.target.config.is_file() and self.target.backends.is_file(), "generate the files first"
         command = [shutil.which("haproxy") or "haproxy", "-W", "-db"]
-        if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 2 * 20000 + 100:
-            # The template's `maxconn 20000` needs ~40k file descriptors; where the hard limit is
-            # lower (some CI sandboxes) haproxy refuses to start, so cap connections from the
-            # command line (-n takes precedence over maxconn) and leave the generated files as they are.
-            command += ["-n", "1000"]
         command += ["-f", str(self.target.config), "-f", str(self.target.backends)]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
@@ -400,11 +396,11 @@ class Haproxy:
                     raise AssertionError(f"haproxy did not listen on {self.target.port}:\n{self.log.read_text()}")
                 time.sleep(0.02)
 
-    def get(self, host: str, path: str = "/") -> tuple[int, str]:
+    def get(self, host: str, path: str = "/", headers: dict[str, str] | None = None) -> tuple[int, str]:
         """One real HTTP request to haproxy with this Host header -> (status, body)."""
         connection = http.client.HTTPConnection("127.0.0.1", self.target.port, timeout=5)
         try:
-            connection.request("GET", path, headers={"Host": host})
+            connection.request("GET", path, headers={"Host": host, **(headers or {})})
             response = connection.getresponse()
             return response.status, response.read().decode("utf-8", "replace")
         finally:

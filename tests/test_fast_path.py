@@ -1,0 +1,65 @@
+"""The common cron run changes nothing: it must stay cheap and still notice every real change."""
+
+from __future__ import annotations
+
+from helpers import container
+from test_generate import APP1, live, script  # noqa: F401 - `live` is a fixture
+
+APP2 = [container("app2", "web", "127.0.0.13", 9000, name="app2-web-1")]
+
+
+def test_no_change_run_imports_neither_jinja2_nor_cryptography(live, generate):
+    result = generate(PYTHONPROFILEIMPORTTIME="1")
+    assert result.returncode == 0 and "no change" in result.stdout
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "click" in imported and "requests" in imported  # the import log is really there
+    assert not {name for name in imported if name.split(".")[0] in ("jinja2", "cryptography")}
+
+
+def test_a_hand_edited_file_is_restored_by_the_next_run(live, generate, target):
+    target.backends.write_text(target.backends.read_text() + "\n# edited by hand\n")
+    result = generate()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("changed: backends.cfg\n")
+    assert target.snapshot()["backends.cfg"][0] == live["backends.cfg"][0]
+
+
+def test_a_lost_fingerprint_costs_one_full_run_and_rewrites_nothing_else(live, generate, target):
+    (target.folder / ".rhgen.fingerprint").unlink()
+    result = generate()
+    assert result.returncode == 0 and "no change" in result.stdout
+    after = target.snapshot()
+    assert {name: after[name] for name in ("haproxy.cfg", "backends.cfg", "domain.map")} == {
+        name: live[name] for name in ("haproxy.cfg", "backends.cfg", "domain.map")
+    }
+    assert after[".rhgen.fingerprint"][0] == live[".rhgen.fingerprint"][0]  # written again, same content
+
+
+def test_a_changed_setting_that_renders_differently_is_not_skipped(live, generate, target):
+    result = generate(HTTP_PORT=str(int(target.env["HTTP_PORT"]) + 1))
+    assert result.returncode == 0
+    assert result.stdout.endswith("changed: haproxy.cfg\n")
+
+
+def test_a_changed_template_is_not_skipped(live, generate, target, tmp_path):
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "domain.map.j2").write_text("# mine\n{% for r in routing.routes %}{{ r.host }} {{ r.backend }}\n{% endfor %}")
+    result = generate(RHGEN_TEMPLATE_DIR=str(templates))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("changed: domain.map\n")
+    assert target.map.read_text().startswith("# mine\n")
+
+
+def test_a_failed_reload_is_retried_by_the_next_run_even_without_change(live, metadata_server, generate, target, tmp_path):
+    marker = tmp_path / "reloaded"
+    metadata_server.containers(APP1 + APP2)
+    failed = generate(RELOAD_COMMAND=str(script(tmp_path / "fail", "exit 3\n")))
+    assert failed.returncode == 1 and "files swapped, but RELOAD_COMMAND exited 3" in failed.stderr
+    retried = generate(RELOAD_COMMAND=str(script(tmp_path / "ok", f"touch {marker}\n")))
+    assert retried.returncode == 0, retried.stderr
+    assert retried.stdout.endswith("no change; reloaded\n")
+    assert marker.exists()
+    marker.unlink()
+    quiet = generate(RELOAD_COMMAND=str(tmp_path / "ok"))
+    assert quiet.stdout.endswith("no change\n") and not marker.exists()
