@@ -8,6 +8,7 @@ others. The result is deterministic: the same content in any order gives the sam
 from __future__ import annotations
 
 import ipaddress
+import re
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -138,7 +139,13 @@ def containers_from_json(items: Iterable[Any]) -> tuple[tuple[Container, ...], t
 # --- building the routing model ----------------------------------------------------------------
 
 
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}\Z")
+
+
 def _server_address(ip: str | None) -> str | None:
+    if ip and _CANONICAL_IPV4.match(ip):  # the common case, without ipaddress' cost (10k containers)
+        return ip
     try:
         parsed = ipaddress.ip_address((ip or "").strip())
     except ValueError:
