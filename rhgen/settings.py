@@ -287,7 +287,8 @@ def read_yaml_file(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise SettingsError(f"settings file {path}: cannot read ({exc.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        # The C build of the safe loader when present: same documents, a fifth of the start-up cost.
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

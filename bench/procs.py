@@ -1,0 +1,65 @@
+"""Small process and timing helpers for the benchmarks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port}") from None
+            time.sleep(0.01)
+
+
+def median_seconds(command: list[str], env: dict[str, str], runs: int, warmup: int = 2) -> float:
+    """Median wall time of a command: hyperfine when installed, else a plain loop."""
+    if shutil.which("hyperfine"):
+        with tempfile.NamedTemporaryFile(suffix=".json") as export:
+            quoted = " ".join(_quote(part) for part in command)
+            subprocess.run(
+                ["hyperfine", "-N", "--style", "none", "--warmup", str(warmup), "--runs", str(runs),
+                 "--export-json", export.name, quoted],
+                env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            return json.load(open(export.name))["results"][0]["median"]
+    for _ in range(warmup):
+        subprocess.run(command, env=env, check=True, capture_output=True)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(command, env=env, check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _quote(part: str) -> str:
+    return part if part.replace("/", "").replace("-", "").replace(".", "").replace("_", "").isalnum() else repr(part)
+
+
+def peak_rss_mb(command: list[str], env: dict[str, str]) -> float:
+    """Peak resident memory of the command's own process (not of the haproxy -c it runs)."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"{command} exited {process.returncode}")
+    return usage.ru_maxrss / 1024
