@@ -9,6 +9,7 @@ from typing import Any
 from . import apply, render, sources
 from .errors import ApplyError
 from .model import Routing, build_routing
+from .settings import settings_warnings
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ def build_model(settings: Any) -> Routing:
 
 
 def generate(settings: Any, dry_run: bool = False, allow_empty: bool = False) -> Outcome:
+    for warning in settings_warnings(settings):
+        log.warning("%s", warning)
     routing = build_model(settings)
     files = render.render_all(settings, routing)
     paths = [f.path for f in files]
