@@ -336,15 +336,20 @@ watch_loop() {
         done < <(watched_files)
         events=$(mktemp -u "${TMPDIR:-/tmp}/rhgen-events.XXXXXX")
         mkfifo "$events"
-        inotifywait -m -q -e close_write -e moved_to -e create -e delete -e attrib \
-            --format '%w%f' "${dirs[@]}" >"$events" &
+        # Its stderr too: "Watches established." says from when on no change is missed.
+        inotifywait -m -e close_write -e moved_to -e create -e delete -e attrib \
+            --format '%w%f' "${dirs[@]}" >"$events" 2>&1 &
         watcher=$!
         exec 3<"$events"
         rm -f "$events"
+        while IFS= read -r -u 3 path; do
+            [ "$path" != "Watches established." ] || break
+            [ "$path" = "Setting up watches." ] || log "inotifywait: $path"
+        done
         log "watching ${dirs[*]} with inotifywait"
+        maybe_reload  # a change since haproxy started, before the watches were there
         while :; do
-            # A quiet minute still compares the files: an event missed while inotifywait was
-            # setting up its watches costs at most that long.
+            # A quiet minute still compares the files, should an event ever go missing.
             if IFS= read -r -t 60 -u 3 path; then
                 watched_files | grep -qxF "$path" || continue
                 # let a burst of changes (rhgen swaps several files) settle first
