@@ -43,7 +43,7 @@ die() { log "error: $*"; exit 2; }
 
 stop_signal=""   # set by the trap; the main loop then shuts down
 interrupted=0    # a trapped signal interrupted `wait`
-child=""         # the foreground job while starting up
+child=""         # gets SIGTERM at once: the job while starting, then the schedule or watcher
 
 # shellcheck disable=SC2329 # called by the traps below
 on_signal() {
@@ -72,6 +72,7 @@ wait_for() {
 run() {
     "$@" &
     child=$!
+    if [ -n "$stop_signal" ]; then kill -TERM "$child" 2>/dev/null; fi  # a signal before $child was set
     wait_for "$child"
     local rc=$?
     child=""
@@ -226,7 +227,7 @@ read_schedule() {
 # it never leaves a half-done run behind.
 schedule_loop() {
     local period=$1 job="" nap="" stop=0 started elapsed rest
-    trap 'stop=1; if [ -n "$nap" ]; then kill "$nap" 2>/dev/null; wait "$nap"; fi' TERM
+    trap 'stop=1; if [ -n "$nap" ]; then kill "$nap" 2>/dev/null; fi' TERM
     trap '' INT
     started=$(date +%s%N)
     while :; do
@@ -235,6 +236,7 @@ schedule_loop() {
         if [ "$rest" -gt 0 ]; then
             sleep "$((rest / 1000000000)).$(printf '%09d' $((rest % 1000000000)))" &
             nap=$!
+            if [ "$stop" = 1 ]; then kill "$nap" 2>/dev/null; fi  # a signal before $nap was set
             wait "$nap"
             nap=""
         fi
@@ -248,6 +250,7 @@ schedule_loop() {
         done
         [ "$stop" = 0 ] || break
     done
+    wait  # the killed nap
     exit 0
 }
 
@@ -318,14 +321,14 @@ maybe_reload() {
 }
 
 watch_loop() {
-    local events="" watcher="" path dirs=()
-    trap 'if [ -n "$watcher" ]; then kill "$watcher" 2>/dev/null; wait "$watcher"; fi; exit 0' TERM
+    local stop=0 watcher="" path fd dirs=() use_inotify=0
+    # SIGTERM: end the current wait; a reload under way finishes first.
+    trap 'stop=1; if [ -n "$watcher" ]; then kill "$watcher" 2>/dev/null; fi' TERM
     trap '' INT
-    local use_inotify=0
     case "$RHGEN_WATCH" in
         inotify) use_inotify=1 ;;
-        poll) use_inotify=0 ;;
-        auto) command -v inotifywait >/dev/null 2>&1 && use_inotify=1 ;;
+        poll) ;;
+        auto) if command -v inotifywait >/dev/null 2>&1; then use_inotify=1; fi ;;
         *) log "RHGEN_WATCH '$RHGEN_WATCH' is not auto, inotify or poll; polling" ;;
     esac
     if [ "$use_inotify" = 1 ]; then
@@ -334,41 +337,49 @@ watch_loop() {
             path=$(dirname "$path")
             if [ -d "$path" ] && [[ ! " ${dirs[*]-} " == *" $path "* ]]; then dirs+=("$path"); fi
         done < <(watched_files)
-        events=$(mktemp -u "${TMPDIR:-/tmp}/rhgen-events.XXXXXX")
-        mkfifo "$events"
         # Its stderr too: "Watches established." says from when on no change is missed.
-        inotifywait -m -e close_write -e moved_to -e create -e delete -e attrib \
-            --format '%w%f' "${dirs[@]}" >"$events" 2>&1 &
-        watcher=$!
-        exec 3<"$events"
-        rm -f "$events"
-        while IFS= read -r -u 3 path; do
+        coproc INOTIFY { exec inotifywait -m -e close_write -e moved_to -e create -e delete -e attrib \
+            --format '%w%f' "${dirs[@]}" 2>&1; }
+        watcher=$INOTIFY_PID
+        fd=${INOTIFY[0]}
+        if [ "$stop" = 1 ]; then kill "$watcher" 2>/dev/null; fi  # a signal before $watcher was set
+        while IFS= read -r -u "$fd" path; do
             [ "$path" != "Watches established." ] || break
             [ "$path" = "Setting up watches." ] || log "inotifywait: $path"
         done
-        log "watching ${dirs[*]} with inotifywait"
-        maybe_reload  # a change since haproxy started, before the watches were there
-        while :; do
+        if [ "$stop" = 0 ]; then
+            log "watching ${dirs[*]} with inotifywait"
+            maybe_reload  # a change since haproxy started, before the watches were there
+        fi
+        while [ "$stop" = 0 ]; do
             # A quiet minute still compares the files, should an event ever go missing.
-            if IFS= read -r -t 60 -u 3 path; then
+            if IFS= read -r -t 60 -u "$fd" path; then
                 watched_files | grep -qxF "$path" || continue
                 # let a burst of changes (rhgen swaps several files) settle first
-                while IFS= read -r -t 0.3 -u 3 path; do :; done
+                while IFS= read -r -t 0.3 -u "$fd" path; do :; done
             elif [ "$?" -le 128 ]; then
                 break  # inotifywait ended
             fi
+            [ "$stop" = 0 ] || break
             maybe_reload
         done
+        kill "$watcher" 2>/dev/null
+        wait "$watcher" 2>/dev/null
+        [ "$stop" = 0 ] || exit 0
         log "inotifywait stopped; polling every $RHGEN_POLL_INTERVAL s instead"
     else
         log "polling the generated files every $RHGEN_POLL_INTERVAL s"
     fi
-    while :; do
+    while [ "$stop" = 0 ]; do
         sleep "$RHGEN_POLL_INTERVAL" &
         watcher=$!
+        if [ "$stop" = 1 ]; then kill "$watcher" 2>/dev/null; fi
         wait "$watcher"
+        [ "$stop" = 0 ] || break
         maybe_reload
     done
+    wait "$watcher" 2>/dev/null
+    exit 0
 }
 
 start_watcher() {
@@ -404,19 +415,20 @@ first_generate() {  # nothing to reload yet: haproxy starts after this
 # Serve: haproxy in the foreground, the helper (schedule or watcher) beside it, until a signal
 # or until either exits; then stop both and report.
 serve() {
-    local rc
+    local rc ended
+    child=$helper_pid
     while [ -z "$stop_signal" ]; do
-        wait -n "$haproxy_pid" "$helper_pid"
-        if [ -n "$stop_signal" ]; then break; fi
-        if ! kill -0 "$haproxy_pid" 2>/dev/null; then
-            wait_for "$haproxy_pid"
-            rc=$?
+        ended=""
+        wait -n -p ended "$haproxy_pid" "$helper_pid"
+        rc=$?
+        [ -z "$stop_signal" ] || break
+        if [ "$ended" = "$haproxy_pid" ]; then
             log "haproxy exited with status $rc; stopping"
             stop_helper
             exit "$((rc == 0 ? 1 : rc))"
         fi
-        if ! kill -0 "$helper_pid" 2>/dev/null; then
-            log "the schedule/watcher stopped unexpectedly; stopping haproxy"
+        if [ "$ended" = "$helper_pid" ]; then
+            log "the schedule/watcher stopped unexpectedly (status $rc); stopping haproxy"
             break
         fi
     done
@@ -430,11 +442,19 @@ serve() {
     exit "$rc"
 }
 
+# SIGTERM to the schedule or watcher, which finishes its current run; again every second, since
+# a signal that reaches a just-forked helper before it has set its trap is lost.
 stop_helper() {
-    if [ -n "${helper_pid:-}" ] && kill -0 "$helper_pid" 2>/dev/null; then
-        kill -TERM "$helper_pid" 2>/dev/null
-        wait_for "$helper_pid"
-    fi
+    local timer
+    [ -n "${helper_pid:-}" ] || return 0
+    while kill -TERM "$helper_pid" 2>/dev/null; do
+        sleep 1 &
+        timer=$!
+        wait -n "$helper_pid" "$timer" 2>/dev/null
+        kill "$timer" 2>/dev/null
+        wait "$timer" 2>/dev/null
+    done
+    wait "$helper_pid" 2>/dev/null
 }
 
 mode_all() {
@@ -464,9 +484,14 @@ mode_generate_maps() {
     [ "$?" -ne 2 ] || die "a setting is wrong (see above)"
     [ -z "$stop_signal" ] || exit 0
     start_schedule
-    child=$helper_pid  # a signal is passed on to it; it finishes its current run, then exits
-    wait_for "$helper_pid"
-    if [ -n "$stop_signal" ]; then exit 0; fi
+    child=$helper_pid
+    while [ -z "$stop_signal" ] && kill -0 "$helper_pid" 2>/dev/null; do
+        wait -n "$helper_pid"
+    done
+    if [ -n "$stop_signal" ]; then
+        stop_helper
+        exit 0
+    fi
     log "the schedule stopped unexpectedly"
     exit 1
 }

@@ -200,13 +200,22 @@ def show_proc(socket_path: str) -> str:
     return wait_until(lambda: master_command(socket_path, "show proc"), 10, what="master CLI answers")
 
 
-def master_reloads(socket_path: str) -> tuple[int, int]:
-    """(reloads, failed) from the master's `show proc` line."""
+def _master_line(socket_path: str) -> list[str]:
     for line in show_proc(socket_path).splitlines():
         words = line.split()
         if len(words) > 4 and words[1] == "master":
-            return int(words[2]), int(words[4].rstrip("]"))
+            return words
     raise AssertionError("no master line in show proc")
+
+
+def master_reloads(socket_path: str) -> tuple[int, int]:
+    """(reloads, failed) from the master's `show proc` line."""
+    words = _master_line(socket_path)
+    return int(words[2]), int(words[4].rstrip("]"))
+
+
+def master_pid(socket_path: str) -> int:
+    return int(_master_line(socket_path)[0])
 
 
 def current_worker(socket_path: str) -> int:

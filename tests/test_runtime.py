@@ -23,6 +23,7 @@ from runtime_support import (
     current_worker,
     free_port,
     get,
+    master_pid,
     master_reloads,
     routes_to,
     servers,
@@ -193,11 +194,10 @@ def test_sigint_stops_it_as_well(procs, world):
 
 def test_haproxy_dying_stops_the_container_with_a_failure(procs, world):
     proc = start(procs, world.env)
-    wait_until(routes_to(world.http_port, "app1.dev.tld", "app1\n"), 15, what="app1 routed")
-    master = [p for p in procs.leftovers() if " -W " in p][0]
-    os.kill(int(master.split()[0]), signal.SIGKILL)
+    wait_until(lambda: "supercronic not found" in proc.log(), 15, what="haproxy and the schedule running")
+    os.kill(master_pid(world.socket), signal.SIGKILL)
     assert proc.popen.wait(timeout=10) != 0
-    assert "haproxy exited with status" in proc.log()
+    assert "haproxy exited with status 137; stopping" in proc.log()
     wait_until(lambda: procs.leftovers() == [], 5, what="workers and schedule gone")
 
 
