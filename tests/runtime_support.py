@@ -1,5 +1,6 @@
 """Real pieces for the runtime tests: HTTP backends and a Rancher metadata service on 127.0.0.x,
 the entrypoint as a process group, the haproxy master CLI, and a process sweep by marker.
+Test modules import the fixtures `procs` and `socket_dir` from here.
 
 Nothing here imitates haproxy, the entrypoint or the network: the servers are real sockets,
 the processes are real processes.
@@ -11,6 +12,7 @@ import contextlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +26,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 ENTRYPOINT = REPO / "entrypoint.sh"
@@ -303,9 +307,20 @@ class Processes:
                 os.kill(pid, signal.SIGKILL)
 
 
-def short_socket_dir() -> str:
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    """Processes started by a test; whatever is left of them is killed at its end."""
+    processes = Processes(tmp_path)
+    yield processes
+    processes.cleanup()
+
+
+@pytest.fixture
+def socket_dir() -> Iterator[str]:
     """A folder for unix sockets: pytest's tmp paths can pass the 108-byte limit of a socket path."""
-    return tempfile.mkdtemp(prefix="rhgen-", dir="/tmp")
+    folder = tempfile.mkdtemp(prefix="rhgen-", dir="/tmp")
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def base_env(folder: Path, socket_dir: str, http_port: int, **settings: str) -> dict[str, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -15,9 +14,8 @@ from pathlib import Path
 import pytest
 from runtime_support import (
     ENTRYPOINT,
-    RELOAD_HELPER,
     Metadata,
-    Processes,
+    RELOAD_HELPER,
     base_env,
     container,
     current_worker,
@@ -25,9 +23,10 @@ from runtime_support import (
     get,
     master_pid,
     master_reloads,
+    procs,  # noqa: F401 - a fixture
     routes_to,
     servers,
-    short_socket_dir,
+    socket_dir,  # noqa: F401 - a fixture
     start_backend,
     start_metadata_service,
     wait_until,
@@ -36,20 +35,6 @@ from runtime_support import (
 PERIOD = 1.0
 # One period, plus a run of `rhgen generate` (~0.4 s), the reload and a margin for a busy CI box.
 FOLLOW = PERIOD + 3.0
-
-
-@pytest.fixture
-def procs(tmp_path):
-    processes = Processes(tmp_path)
-    yield processes
-    processes.cleanup()
-
-
-@pytest.fixture
-def socket_dir():
-    folder = short_socket_dir()
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
@@ -189,6 +174,39 @@ def test_sigint_stops_it_as_well(procs, world):
     wait_until(routes_to(world.http_port, "app1.dev.tld", "app1\n"), 15, what="app1 routed")
     proc.popen.send_signal(signal.SIGINT)
     assert proc.popen.wait(timeout=20) == 0
+    assert procs.leftovers() == []
+
+
+def _zombie_children(pid: int) -> set[int]:
+    zombies = set()
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        stat = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        if stat[0] == "Z":
+            zombies.add(int(child))
+    return zombies
+
+
+def test_as_pid_1_of_a_container_it_reaps_orphans_and_stops_on_sigterm(procs, world, tmp_path):
+    # As in a container: the entrypoint is PID 1 of its own PID namespace, where every orphan
+    # (here one per scheduled run, left by the job's shell) becomes its child.
+    crontab = tmp_path / "crontab"
+    crontab.write_text("*/1 * * * * * * sh -c 'sleep 0.1 &'; rhgen generate\n")
+    env = {**world.env, "RHGEN_CRONTAB": str(crontab)}
+    del env["RHGEN_SCHEDULE"]
+    proc = procs.spawn(["unshare", "--pid", "--fork", "--kill-child", "bash", str(ENTRYPOINT)], env, "pid1")
+    wait_until(routes_to(world.http_port, "app1.dev.tld", "app1\n"), 15, what="app1 routed")
+    pid1 = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])
+    ns_pids = next(line for line in Path(f"/proc/{pid1}/status").read_text().splitlines() if line.startswith("NSpid:"))
+    assert ns_pids.split()[-1] == "1"
+
+    time.sleep(2.5)  # a few runs, each leaving an orphan that ends 0.1 s later
+    first = _zombie_children(pid1)
+    time.sleep(0.5)
+    assert not first & _zombie_children(pid1), "orphans are reaped"
+
+    os.kill(pid1, signal.SIGTERM)
+    assert proc.popen.wait(timeout=20) == 0
+    assert "haproxy exited with status 0" in proc.log()
     assert procs.leftovers() == []
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from runtime_support import ENTRYPOINT, REPO, VENV_BIN, Metadata, Processes, base_env, container, wait_until
+from runtime_support import ENTRYPOINT, REPO, VENV_BIN, Metadata, base_env, container, procs, wait_until  # noqa: F401
 
 from rhgen.settings import SETTINGS, load_settings
 
@@ -102,13 +102,6 @@ def test_the_crontab_reader_tells_the_layouts_apart():
 
 
 # --- the schedule as the entrypoint derives it (no supercronic: the plain loop) ------------------
-
-
-@pytest.fixture
-def procs(tmp_path):
-    processes = Processes(tmp_path)
-    yield processes
-    processes.cleanup()
 
 
 @pytest.fixture

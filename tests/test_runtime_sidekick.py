@@ -3,7 +3,6 @@ entrypoint with RHGEN_MODE=haproxy-only runs haproxy and reloads when any genera
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,16 +11,16 @@ import trustme
 from runtime_support import (
     ENTRYPOINT,
     Metadata,
-    Processes,
     base_env,
     container,
     current_worker,
     free_port,
     get,
     master_reloads,
+    procs,  # noqa: F401 - a fixture
     routes_to,
     servers,
-    short_socket_dir,
+    socket_dir,  # noqa: F401 - a fixture
     start_backend,
     start_metadata_service,
     wait_until,
@@ -29,20 +28,6 @@ from runtime_support import (
 
 # One period of the sidekick's schedule, its run, the watcher's settling time, the reload, margin.
 FOLLOW = 1.0 + 4.0
-
-
-@pytest.fixture
-def procs(tmp_path):
-    processes = Processes(tmp_path)
-    yield processes
-    processes.cleanup()
-
-
-@pytest.fixture
-def socket_dir():
-    folder = short_socket_dir()
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_sidekick_writes_and_the_haproxy_container_follows_every_kind_of_change(procs, tmp_path, socket_dir):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import shutil
 import socket
 import subprocess
 
@@ -12,30 +11,22 @@ import pytest
 from runtime_support import (
     ENTRYPOINT,
     Metadata,
-    Processes,
     base_env,
     container,
     free_port,
     get,
+    procs,  # noqa: F401 - a fixture
     routes_to,
     servers,
-    short_socket_dir,
+    socket_dir,  # noqa: F401 - a fixture
     start_backend,
     wait_until,
 )
 
 
 @pytest.fixture
-def procs(tmp_path):
-    processes = Processes(tmp_path)
-    yield processes
-    processes.cleanup()
-
-
-@pytest.fixture
-def env(tmp_path):
+def env(tmp_path, socket_dir):
     """A file metadata source routing app1 to a real backend; an unprivileged HTTP port."""
-    socket_dir = short_socket_dir()
     backend_port = free_port("127.0.0.11")
     metadata_file = tmp_path / "metadata.json"
     Metadata(containers=[container("app1", "127.0.0.11", backend_port)]).write_file(metadata_file)
@@ -44,7 +35,6 @@ def env(tmp_path):
     )
     with servers(start_backend("127.0.0.11", backend_port, "app1")):
         yield environment
-    shutil.rmtree(socket_dir, ignore_errors=True)
 
 
 def stats_get(port: int, path: str, auth: tuple[str, str] | None = None) -> tuple[int, str]:
