@@ -279,10 +279,10 @@ start_schedule() {
         log "schedule: supercronic runs '$schedule_command' at '$schedule_expression'"
         "$RHGEN_SUPERCRONIC" -quiet -passthrough-logs "$tab" &
     else
-        if [ -n "${RHGEN_INTERVAL:-}" ]; then
-            log "RHGEN_INTERVAL is set: running '$schedule_command' every $loop_period s in a plain loop"
-        else
+        if ! command -v "$RHGEN_SUPERCRONIC" >/dev/null 2>&1; then
             log "supercronic not found: running '$schedule_command' every $loop_period s in a plain loop"
+        else
+            log "RHGEN_INTERVAL is set: running '$schedule_command' every $loop_period s in a plain loop"
         fi
         schedule_loop "$loop_period" &
     fi
@@ -343,15 +343,16 @@ watch_loop() {
         watcher=$INOTIFY_PID
         fd=${INOTIFY[0]}
         if [ "$stop" = 1 ]; then kill "$watcher" 2>/dev/null; fi  # a signal before $watcher was set
+        local established=0
         while IFS= read -r -u "$fd" path; do
-            [ "$path" != "Watches established." ] || break
+            if [ "$path" = "Watches established." ]; then established=1; break; fi
             [ "$path" = "Setting up watches." ] || log "inotifywait: $path"
         done
-        if [ "$stop" = 0 ]; then
+        if [ "$established" = 1 ] && [ "$stop" = 0 ]; then
             log "watching ${dirs[*]} with inotifywait"
             maybe_reload  # a change since haproxy started, before the watches were there
         fi
-        while [ "$stop" = 0 ]; do
+        while [ "$established" = 1 ] && [ "$stop" = 0 ]; do
             # A quiet minute still compares the files, should an event ever go missing.
             if IFS= read -r -t 60 -u "$fd" path; then
                 watched_files | grep -qxF "$path" || continue
