@@ -296,6 +296,9 @@ class Processes:
         return names
 
     def cleanup(self) -> None:
+        for proc in self.started:  # shown by pytest when the test failed
+            print(f"--- {proc.stdout.stem} (last lines) ---")
+            print("\n".join(proc.log().splitlines()[-25:]))
         for proc in self.started:
             if proc.popen.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -326,7 +329,8 @@ def socket_dir() -> Iterator[str]:
 def base_env(folder: Path, socket_dir: str, http_port: int, **settings: str) -> dict[str, str]:
     """The environment of an entrypoint under test: temp paths, an unprivileged port, 1 s period."""
     env = {
-        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        # haproxy lives in /usr/sbin on Debian, which not every PATH holds
+        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}:/usr/local/sbin:/usr/sbin:/sbin",
         "HOME": str(folder),
         "LANG": "C.UTF-8",
         "STACK_DOMAIN": "dev.tld",
