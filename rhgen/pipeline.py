@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from . import apply, fingerprint, sources
 from .errors import ApplyError
 from .model import Routing, SourceData, build_routing
+from .settings import settings_warnings
 
 if TYPE_CHECKING:
     from .certs import Tls
@@ -66,6 +67,8 @@ def stamp_for(settings: Any, model: Model, inputs: str, files: list[OutputFile])
 
 
 def generate(settings: Any, dry_run: bool = False, allow_empty: bool = False) -> Outcome:
+    for warning in settings_warnings(settings):
+        log.warning("%s", warning)
     source, routing = fetch_routing(settings)
     inputs = fingerprint.inputs_digest(settings, routing, source.service_metadata)
     if (

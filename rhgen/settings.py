@@ -354,6 +354,11 @@ def _check_together(settings: Any) -> None:
         raise SettingsError("setting ENABLE_SSL_REDIRECTION needs ENABLE_SSL=true (nothing would answer on HTTPS)")
     if settings.disable_metadata and not settings.metadata_file:
         raise SettingsError("setting METADATA_FILE is required when DISABLE_METADATA is true")
+    if settings.enable_stats:
+        # The stats page and /metrics are never served without basic auth.
+        for env, value in (("STATS_USERNAME", settings.stats_username), ("STATS_PASSWORD", settings.stats_password)):
+            if not value:
+                raise SettingsError(f"setting {env} is empty: ENABLE_STATS needs a user name and a password")
     ports = {"HTTP_PORT": settings.http_port}
     if settings.enable_ssl:
         ports["HTTPS_PORT"] = settings.https_port
@@ -377,6 +382,20 @@ def _check_together(settings: Any) -> None:
         if resolved in seen_paths:
             raise SettingsError(f"settings {seen_paths[resolved]} and {env} name the same file {path}")
         seen_paths[resolved] = env
+
+
+DEFAULT_STATS_PASSWORD = "haproxy"  # the well-known default of the image rhgen replaces
+
+
+def settings_warnings(settings: Any) -> list[str]:
+    """Settings that work but should not stay as they are; logged at every start."""
+    found = []
+    if settings.enable_stats and settings.stats_password == DEFAULT_STATS_PASSWORD:
+        found.append(
+            f"INSECURE: STATS_PASSWORD is still the default {DEFAULT_STATS_PASSWORD!r}: anyone who can reach port "
+            f"{settings.stats_port} can read the stats page and /metrics; set STATS_PASSWORD"
+        )
+    return found
 
 
 def flag_name(name: str) -> str:

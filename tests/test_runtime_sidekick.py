@@ -1,0 +1,131 @@
+"""The sidekick layout: `entrypoint.sh generate-maps` writes into a shared folder, a second
+entrypoint with RHGEN_MODE=haproxy-only runs haproxy and reloads when any generated file changes."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import trustme
+from runtime_support import (
+    ENTRYPOINT,
+    Metadata,
+    base_env,
+    container,
+    current_worker,
+    free_port,
+    get,
+    master_reloads,
+    procs,  # noqa: F401 - a fixture
+    routes_to,
+    servers,
+    socket_dir,  # noqa: F401 - a fixture
+    start_backend,
+    start_metadata_service,
+    wait_until,
+)
+
+# One period of the sidekick's schedule, its run, the watcher's settling time, the reload, margin.
+FOLLOW = 1.0 + 4.0
+
+
+def test_sidekick_writes_and_the_haproxy_container_follows_every_kind_of_change(procs, tmp_path, socket_dir):
+    shared = tmp_path / "shared"  # the volume both containers mount
+    shared.mkdir()
+    ports = {"app1": free_port("127.0.0.11"), "app2": free_port("127.0.0.21")}
+    metadata = Metadata(containers=[container("app1", "127.0.0.11", ports["app1"])])
+    metadata_port, http_port = free_port(), free_port()
+    env = base_env(shared, socket_dir, http_port, RANCHER_API_HOST=f"127.0.0.1:{metadata_port}")
+
+    with servers(
+        start_backend("127.0.0.11", ports["app1"], "app1"),
+        start_backend("127.0.0.21", ports["app2"], "app2"),
+        start_metadata_service(metadata, metadata_port),
+    ):
+        haproxy_side = procs.spawn(["bash", str(ENTRYPOINT)], {**env, "RHGEN_MODE": "haproxy-only"}, "haproxy")
+        # Without files in the shared folder it waits, and runs no haproxy.
+        wait_until(lambda: "no configuration yet" in haproxy_side.log(), 5, what="haproxy side waiting")
+        assert not [p for p in procs.leftovers() if "haproxy -W" in p]
+
+        sidekick = procs.spawn(["bash", str(ENTRYPOINT), "generate-maps"], env, "sidekick")
+        wait_until(routes_to(http_port, "app1.dev.tld", "app1\n"), 15, what="app1 routed")
+        socket = env["HAPROXY_MASTER_SOCKET"]
+        wait_until(lambda: "with inotifywait" in haproxy_side.log(), 5, what="watching with inotifywait")
+
+        # New stack.
+        metadata.containers.append(container("app2", "127.0.0.21", ports["app2"]))
+        wait_until(routes_to(http_port, "app2.dev.tld", "app2\n"), FOLLOW, what="new stack routed")
+
+        # Alias only: domain.map alone changes.
+        backends_before = Path(env["HAPROXY_BACKEND_CONFIG"]).read_bytes()
+        metadata.service_metadata = {"aliases": {"app1": ["www"]}}
+        wait_until(routes_to(http_port, "www.dev.tld", "app1\n"), FOLLOW, what="alias-only change routed")
+        assert Path(env["HAPROXY_BACKEND_CONFIG"]).read_bytes() == backends_before
+
+        # Certificate only: the PEM at HAPROXY_SSL_CERT changes (as a renewed certificate would),
+        # nothing else does; haproxy must still load it.
+        reloads, _ = master_reloads(socket)
+        worker = current_worker(socket)
+        write_certificate(Path(env["HAPROXY_SSL_CERT"]))
+        wait_until(lambda: master_reloads(socket)[0] > reloads, FOLLOW, what="reload after a certificate change")
+        wait_until(lambda: current_worker(socket) != worker, 5, what="a new worker")
+        assert get(http_port, "app1.dev.tld") == (200, "app1\n")
+
+        # Both stop cleanly, each with status 0.
+        assert sidekick.terminate_and_wait() == 0
+        assert haproxy_side.terminate_and_wait() == 0
+        assert procs.leftovers() == []
+
+
+def write_certificate(path: Path) -> None:
+    pem = trustme.CA().issue_cert("*.dev.tld").private_key_and_cert_chain_pem.bytes()
+    temp = path.with_name(path.name + ".new")
+    temp.write_bytes(pem)
+    temp.replace(path)
+
+
+@pytest.mark.parametrize("watch", ["inotify", "poll"])
+def test_haproxy_container_reloads_on_a_changed_file_and_keeps_serving_through_a_broken_one(
+    procs, tmp_path, socket_dir, watch
+):
+    backend_port, http_port = free_port("127.0.0.11"), free_port()
+    metadata_file = tmp_path / "metadata.json"
+    Metadata(containers=[container("app1", "127.0.0.11", backend_port)]).write_file(metadata_file)
+    env = base_env(tmp_path, socket_dir, http_port, DISABLE_METADATA="true", METADATA_FILE=str(metadata_file))
+    # What a sidekick would have written into the shared folder.
+    subprocess.run(["rhgen", "generate"], env=env, check=True, capture_output=True, timeout=30)
+
+    with servers(start_backend("127.0.0.11", backend_port, "app1")):
+        proc = procs.spawn(
+            ["bash", str(ENTRYPOINT)],
+            {**env, "RHGEN_MODE": "haproxy-only", "RHGEN_WATCH": watch, "RHGEN_POLL_INTERVAL": "0.5"},
+            "haproxy",
+        )
+        wait_until(routes_to(http_port, "app1.dev.tld", "app1\n"), 15, what="app1 routed")
+        said = "with inotifywait" if watch == "inotify" else "polling the generated files every 0.5 s"
+        wait_until(lambda: said in proc.log(), 5, what="watching")
+        socket = env["HAPROXY_MASTER_SOCKET"]
+
+        # A certificate appears where HAPROXY_SSL_CERT points.
+        reloads, _ = master_reloads(socket)
+        write_certificate(Path(env["HAPROXY_SSL_CERT"]))
+        wait_until(lambda: master_reloads(socket)[0] == reloads + 1, 5, what="reload after the certificate")
+
+        # A broken backends file (hand-edited, say): haproxy -c refuses it, nothing reloads,
+        # the running worker keeps serving.
+        backends = Path(env["HAPROXY_BACKEND_CONFIG"])
+        good = backends.read_bytes()
+        worker = current_worker(socket)
+        backends.write_bytes(good + b"\nbackend broken\n    no-such-keyword\n")
+        wait_until(lambda: "the reload failed: haproxy keeps serving" in proc.log(), 5, what="refusal logged")
+        assert "no-such-keyword" in proc.log()
+        assert current_worker(socket) == worker
+        assert master_reloads(socket)[0] == reloads + 1
+        assert get(http_port, "app1.dev.tld") == (200, "app1\n")
+
+        backends.write_bytes(good)
+        wait_until(lambda: master_reloads(socket)[0] == reloads + 2, 5, what="reload once the file is good again")
+        assert get(http_port, "app1.dev.tld") == (200, "app1\n")
+        assert proc.terminate_and_wait() == 0
+        assert procs.leftovers() == []
