@@ -44,7 +44,10 @@ def _update_with_file(digest: Any, path: Path) -> None:
 
 
 # How rhgen runs, not what it renders: changing these must not force a full run.
-OPERATIONAL = {"haproxy_bin", "reload_command", "metadata_connect_timeout", "metadata_read_timeout", "metadata_retries"}
+OPERATIONAL = {
+    "haproxy_bin", "reload_command", "metadata_connect_timeout", "metadata_read_timeout", "metadata_retries",
+    "metadata_max_bytes", "drop_warning",
+}
 
 
 def inputs_digest(settings: Any, routing: Any, service_metadata: Mapping[str, Any]) -> str:
