@@ -83,6 +83,8 @@ def _get_once(session: requests.Session, url: str, settings: Any, missing: Any) 
         return json.loads(body)
     except ValueError:
         raise SourceError(f"metadata {url}: answer is not JSON ({_preview(body)})") from None
+    except RecursionError:  # json raises it, not ValueError, for arrays nested a few thousand deep
+        raise SourceError(f"metadata {url}: answer is not JSON of a usable shape (nested too deeply)") from None
 
 
 def _read_body(answer: requests.Response, url: str, deadline: float, cap: int) -> bytes:
