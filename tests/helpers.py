@@ -117,6 +117,7 @@ class Answer:
 class Request:
     path: str
     headers: dict[str, str]
+    time: float = field(default_factory=time.monotonic)  # when it arrived (for retry backoff)
 
 
 class _Server(http.server.ThreadingHTTPServer):
