@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -92,14 +93,15 @@ def generate(settings: Any, dry_run: bool = False, allow_empty: bool = False) ->
         return Outcome(routing, tuple(f.path for f in changed), diff=apply.unified_diff(changed))
 
     paths = [f.path for f in files]
+    anchor = settings.haproxy_backend_config  # the lock, the fingerprint and the check's staging sit beside it
     apply.check_folders(paths)
-    with apply.exclusive_lock(settings.haproxy_backend_config):
-        apply.remove_stale_temps(paths)
+    with apply.exclusive_lock(anchor):
+        apply.remove_stale_temps([*paths, fingerprint.stamp_path(anchor)])
         changed = apply.changed_files(files)
         if changed:
             _guard_against_blanking(settings, routing, allow_empty)
             _warn_about_drop(settings, routing)
-            apply.check_config(settings.haproxy_bin, render_for, roles)
+            apply.check_config(settings.haproxy_bin, render_for, roles, folder=os.path.dirname(os.path.abspath(anchor)))
             apply.swap(changed, settings.haproxy_backend_config, reload_follows=bool(settings.reload_command))
             log.info("swapped in %s", ", ".join(f.path for f in changed))
         fingerprint.write_stamp(settings.haproxy_backend_config, stamp_for(settings, model, inputs, files))
