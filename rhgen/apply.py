@@ -14,7 +14,7 @@ import logging
 import os
 import shlex
 import shutil
-import subprocess  # noqa: S404  # nosec B404 - argument lists only, never a shell
+import subprocess  # noqa: S404 - argument lists only, never a shell  # nosec B404
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -106,7 +106,7 @@ def check_config(
             raise ApplyError(f"{staging}: cannot stage the new configuration for haproxy -c ({_reason(exc)})") from None
         command = [haproxy_bin, "-c", "-f", staged["config"], "-f", staged["backends"]]
         try:
-            result = subprocess.run(  # noqa: S603  # nosec B603 - an argument list, no shell; HAPROXY_BIN is the operator's
+            result = subprocess.run(  # noqa: S603 - an argument list, no shell; HAPROXY_BIN is the operator's own  # nosec B603
                 command, capture_output=True, text=True, timeout=CHECK_TIMEOUT, check=False
             )
         except FileNotFoundError:
@@ -283,7 +283,7 @@ def exclusive_lock(path: str, timeout: float = 120.0) -> Iterator[None]:
 def run_reload(command: str, anchor: str) -> None:
     argv = shlex.split(command)
     try:
-        result = subprocess.run(  # noqa: S603  # nosec B603 - argument list from RELOAD_COMMAND (the operator's), no shell
+        result = subprocess.run(  # noqa: S603 - argument list from the operator's RELOAD_COMMAND, no shell  # nosec B603
             argv, capture_output=True, text=True, timeout=RELOAD_TIMEOUT, check=False
         )
     except FileNotFoundError:
