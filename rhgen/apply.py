@@ -143,7 +143,8 @@ def _reason(exc: OSError) -> str:
 
 def stage(path: str, content: bytes, mode: int, secret: bool = False) -> str:
     """Write content to a new temp file in path's folder, fsynced, ready to be renamed over path;
-    returns its name. It takes the mode (and, as root, the owner) of the file it will replace."""
+    returns its name. It takes the mode (and, as root, the owner) of the file it will replace,
+    except that a file holding key material is never readable by group or others."""
     folder = os.path.dirname(os.path.abspath(path))
     try:
         current = os.stat(path)
@@ -151,6 +152,8 @@ def stage(path: str, content: bytes, mode: int, secret: bool = False) -> str:
         current = None
     if current:
         mode = current.st_mode & 0o7777
+    if secret:  # a key file left world-readable (by the image rhgen replaces, or by hand) is tightened
+        mode &= 0o700
     fd, temp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=folder)  # created 0600
     try:
         with os.fdopen(fd, "wb") as handle:
