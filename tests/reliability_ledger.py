@@ -10,6 +10,7 @@ test shows as FAILED there. Normal runs write nothing and leave the tree clean.
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 import subprocess
 from dataclasses import dataclass
@@ -86,12 +87,23 @@ class Ledger:
         elif when == "call":
             self.outcomes.setdefault(test, "passed")
 
-    def table_rows(self) -> list[Row]:
-        rows = list(self.rows.values())
+    def table_rows(self) -> list[tuple[Row, str]]:
+        """(row, outcome); the parameters of one test that record the same fault share a row."""
+        recorded = list(self.rows.values())
         for group, fault, test, held in EARLIER_TESTS:
             if test in self.outcomes:
-                rows.append(Row(group, fault, test, 1 if self.outcomes[test] == "passed" else 0, held))
-        return sorted(rows, key=lambda r: GROUPS.index(r.group))  # stable: recording order within a group
+                recorded.append(Row(group, fault, test, 1 if self.outcomes[test] == "passed" else 0, held))
+        merged: dict[tuple[str, str], tuple[Row, str]] = {}
+        for row in recorded:
+            outcome = self.outcomes.get(row.test, "not run")
+            key = (row.fault, row.test.split("[")[0])
+            if key in merged:
+                first, seen = merged[key]
+                first.cases += row.cases
+                merged[key] = (first, seen if seen != "passed" else outcome)
+            else:
+                merged[key] = (Row(row.group, row.fault, key[1] if "[" in row.test else row.test, row.cases, row.held), outcome)
+        return sorted(merged.values(), key=lambda item: GROUPS.index(item[0].group))  # stable within a group
 
     def markdown(self) -> str:
         lines = [
@@ -102,15 +114,15 @@ class Ledger:
             "\"Nothing lost\" means: the live files are byte-identical to the last good set (or, after a",
             "kill, each one complete and the set accepted by `haproxy -c`), and no temp file is left.",
             "",
-            f"Session: {datetime.date.today().isoformat()}, Python {platform.python_version()}, {_haproxy_version()}.",
+            f"Session: {datetime.date.today().isoformat()}, Python {platform.python_version()}, {_haproxy_version()}, "
+            f"{os.cpu_count()} cores.",
         ]
         for group in GROUPS:
-            rows = [r for r in self.table_rows() if r.group == group]
+            rows = [(r, outcome) for r, outcome in self.table_rows() if r.group == group]
             if not rows:
                 continue
             lines += ["", f"## {group}", "", "| fault | test | cases | result |", "|---|---|---:|---|"]
-            for row in rows:
-                outcome = self.outcomes.get(row.test, "not run")
+            for row, outcome in rows:
                 result = f"passed: {row.held}" if outcome == "passed" else outcome.upper()
                 lines.append(f"| {_cell(row.fault)} | `{row.test}` | {row.cases:,} | {_cell(result)} |")
         return "\n".join(lines) + "\n"
