@@ -24,6 +24,7 @@ from helpers import MetadataServer, container, free_port, make_target
 from rhgen import apply, pipeline, render, sources
 from rhgen.model import build_routing
 from rhgen.settings import load_settings
+from test_tls_certificates import chain_pem, key_pem
 from test_generate import APP1, APP2, error_lines, live, map_entries, script, warning_lines  # noqa: F401
 
 MACHINE = "Faults of the machine"
@@ -103,14 +104,14 @@ def test_full_disk_fails_cleanly_and_keeps_the_live_files(metadata_server, run_r
     metadata_server.containers(APP1)
     assert run_rhgen(["generate"], target.env).returncode == 0
     fill(folder)
-    live = target.snapshot()
+    before = target.snapshot()
     metadata_server.containers(APP1 + APP2 + [container("app3", "web", "127.0.0.14", 80, name=f"app3-{i}") for i in range(40)])
 
     result = run_rhgen(["generate"], target.env)
 
     assert result.returncode == 1
     assert len(result.stderr.splitlines()) == 1 and "disk full" in error_lines(result)[0], result.stderr
-    assert target.snapshot() == live
+    assert target.snapshot() == before
     assert temp_leftovers(folder) == []
     (folder / "filler").unlink()  # space again: the next run goes through
     again = run_rhgen(["generate"], target.env)
@@ -148,7 +149,7 @@ def test_read_only_folder_is_a_clear_error_and_no_change_still_passes(
     metadata_server.containers(APP1)
     assert run_rhgen(["generate"], target.env).returncode == 0
     mount.remount_ro(folder)
-    live = target.snapshot()
+    before = target.snapshot()
 
     unchanged = run_rhgen(["generate"], target.env)
     metadata_server.containers(APP1 + APP2)
@@ -157,7 +158,7 @@ def test_read_only_folder_is_a_clear_error_and_no_change_still_passes(
     assert unchanged.returncode == 0 and unchanged.stdout.endswith("no change\n"), unchanged.stderr
     assert changed.returncode == 1
     assert changed.stderr == f"rhgen: error: {target.backends}: folder {folder} is not writable\n"
-    assert target.snapshot() == live
+    assert target.snapshot() == before
     reliability(MACHINE, "read-only target folder", held=HELD + "; an unchanged run still exits 0")
 
 
@@ -204,6 +205,19 @@ def test_sudden_drop_of_routes_is_a_warning_naming_the_counts(
     expected = [f"rhgen: warning: routed hosts drop from 4 to {keep} ({share} % fewer; RHGEN_DROP_WARNING is {setting or 50} %)"]
     assert warning_lines(result) == (expected if warned else [])
     reliability(MACHINE, "sudden drop of routes", held="a warning naming both counts above RHGEN_DROP_WARNING, none below")
+
+
+def test_an_alias_only_change_swaps_the_map_and_reloads(live, metadata_server, generate, target, tmp_path):
+    # a known defect of the image rhgen replaces: a change of aliases alone never reloaded
+    reloads = tmp_path / "reloads"
+    reload = script(tmp_path / "reload", f"cat {target.map} >> {reloads}\n")
+    metadata_server.service_metadata({"aliases": {"app1": ["www", "shop.example.com"]}})
+
+    result = generate(RELOAD_COMMAND=str(reload))
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("changed: domain.map; reloaded\n")
+    assert "shop.example.com app1" in reloads.read_text()
 
 
 # --- concurrent runs ---------------------------------------------------------------------------
@@ -304,8 +318,7 @@ class KillLane:
             ])
             metadata = {"aliases": {"app1": ["www"] if k == 0 else ["api", "shop.example.com"]}}
             if tls:
-                metadata["ssl_cert"] = "".join(b.bytes().decode() for b in leaves[k].cert_chain_pems)
-                metadata["ssl_key"] = leaves[k].private_key_pem.bytes().decode()
+                metadata["ssl_cert"], metadata["ssl_key"] = chain_pem(leaves[k]), key_pem(leaves[k])
             server.service_metadata(metadata)
         self.target = make_target(root / "live", self.servers[0])
         self.reload = script(root / "reload", f'echo "$1" >> {self.reloads}\n')

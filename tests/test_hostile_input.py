@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-import socket
 import subprocess
 import tempfile
 import uuid as uuidlib
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 from hypothesis import assume, given, settings as hypothesis_settings, strategies as st
 
-from helpers import DOMAIN, LABEL, PROXY_LABEL, container
+from helpers import DOMAIN, LABEL, PROXY_LABEL, container, raw_request
 from rhgen import render
 from rhgen.errors import RhgenError
 from rhgen.model import PROXY_KEYWORDS, ROUTABLE_HEALTH, Routing, SourceData, build_routing
@@ -412,17 +411,6 @@ def test_hostile_environments_pass_the_real_haproxy_check(reliability):
 
 
 # --- a real haproxy and crafted Host headers -------------------------------------------------------
-
-
-def raw_request(port: int, head: bytes) -> tuple[int, str]:
-    """Send exactly these request bytes (http.client would refuse or fix most of them) -> (status, body)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(head + b"Connection: close\r\n\r\n")
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    status_line, _, rest = data.partition(b"\r\n")
-    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2].decode("utf-8", "replace")
 
 
 HOSTS = {  # request head -> the one stack allowed to answer (None: no stack at all)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-from helpers import container, free_port
+from helpers import container, free_port, raw_request
+from test_tls_certificates import chain_pem, key_pem
 from rhgen.settings import SETTINGS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +85,7 @@ def certs():
 
 
 def pem_parts(cert) -> tuple[str, str]:
-    return "".join(b.bytes().decode() for b in cert.cert_chain_pems), cert.private_key_pem.bytes().decode()
+    return chain_pem(cert), key_pem(cert)
 
 
 def key_lines(key_pem: str) -> list[str]:
@@ -163,11 +163,9 @@ def test_files_with_keys_are_0600_even_over_a_wider_file(certs, metadata_server,
 
 
 def stats_answer(port: int) -> str:
-    """'refused' when nothing listens, else the status line of an unauthenticated GET /."""
+    """'refused' when nothing listens, else the status of an unauthenticated GET /."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: stats\r\nConnection: close\r\n\r\n")
-            return sock.recv(4096).split(b"\r\n", 1)[0].decode()
+        return str(raw_request(port, b"GET / HTTP/1.1\r\nHost: stats\r\n")[0])
     except ConnectionRefusedError:
         return "refused"
 
@@ -186,7 +184,7 @@ def test_stats_page_is_never_served_without_a_password(password, metadata_server
     haproxy.start()
     answer = stats_answer(port)
     # rhgen may serve no stats page at all; when it serves one, it asks for credentials first
-    assert answer == "refused" or " 401 " in answer + " ", answer
+    assert answer in ("refused", "401"), answer
     assert ("stats enable" in config) == (answer != "refused")
     if password:
         assert password not in result.stdout + result.stderr
