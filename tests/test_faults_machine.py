@@ -447,7 +447,9 @@ def test_kill_9_at_random_moments_never_loses_the_config(tmp_path, reliability):
     for lane in lanes:
         for phase, count in lane.phases.items():
             phases[phase] = phases.get(phase, 0) + count
-    summary = ", ".join(f"{count} {phase}" for phase, count in sorted(phases.items(), key=lambda item: -item[1]))
+    summary = f"{sum(phases.values())} runs started, {kills} killed: " + ", ".join(
+        f"{count} {phase}" for phase, count in sorted(phases.items(), key=lambda item: -item[1])
+    )
     print(f"\n{kills} kills in {elapsed:.0f} s: {summary}")
     reliability(
         MACHINE, "kill -9 at random moments of changed runs", cases=kills,
