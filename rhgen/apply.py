@@ -13,7 +13,8 @@ import fcntl
 import logging
 import os
 import shlex
-import subprocess  # noqa: S404 - argument lists only, never a shell
+import shutil
+import subprocess  # noqa: S404 - argument lists only, never a shell  # nosec B404
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TEMP_MARK = ".rhgen-"
+CHECK_PREFIX = ".rhgen-check-"  # the staged set haproxy -c reads
 LOCK_NAME = ".rhgen.lock"
 RELOAD_PENDING = ".rhgen.reload-pending"
 CHECK_TIMEOUT = 120
@@ -85,18 +87,26 @@ def check_config(
     haproxy_bin: str,
     render_for: Callable[[dict[str, str]], Sequence[OutputFile]],
     roles: Sequence[str],
+    folder: str | None = None,
 ) -> None:
     """Write the complete new set into a private folder, each file referring to its staged
-    siblings, and run `haproxy -c` on it; raise CheckError with haproxy's own lines."""
-    with tempfile.TemporaryDirectory(prefix="rhgen-check-") as folder:
-        staged = {role: os.path.join(folder, role) for role in roles}
-        for output in render_for(staged):
-            fd = os.open(staged[output.role], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(output.content)
+    siblings, and run `haproxy -c` on it; raise CheckError with haproxy's own lines.
+
+    A real run stages beside the live files (`folder`, under the lock), so a run killed during
+    the check leaves its copy, private key included, where the next run removes it
+    (remove_stale_temps), not in TMPDIR for good; a dry run, which takes no lock, uses TMPDIR."""
+    with tempfile.TemporaryDirectory(prefix=CHECK_PREFIX, dir=folder) as staging:
+        staged = {role: os.path.join(staging, role) for role in roles}
+        try:
+            for output in render_for(staged):
+                fd = os.open(staged[output.role], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(output.content)
+        except OSError as exc:
+            raise ApplyError(f"{staging}: cannot stage the new configuration for haproxy -c ({_reason(exc)})") from None
         command = [haproxy_bin, "-c", "-f", staged["config"], "-f", staged["backends"]]
         try:
-            result = subprocess.run(  # noqa: S603 - argument list, no shell
+            result = subprocess.run(  # noqa: S603 - an argument list, no shell; HAPROXY_BIN is the operator's own  # nosec B603
                 command, capture_output=True, text=True, timeout=CHECK_TIMEOUT, check=False
             )
         except FileNotFoundError:
@@ -127,30 +137,49 @@ def _temp_prefix(path: str) -> str:
     return f".{os.path.basename(path)}{TEMP_MARK}"
 
 
-def write_atomically(output: OutputFile) -> None:
-    """Temp file in the target's folder, fsync, rename over the target, fsync the folder.
-    The new file keeps the mode (and, as root, the owner) of the file it replaces."""
-    folder = os.path.dirname(os.path.abspath(output.path))
+def _reason(exc: OSError) -> str:
+    return "disk full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
+
+
+def stage(path: str, content: bytes, mode: int, secret: bool = False) -> str:
+    """Write content to a new temp file in path's folder, fsynced, ready to be renamed over path;
+    returns its name. It takes the mode (and, as root, the owner) of the file it will replace,
+    except that a file holding key material is never readable by group or others."""
+    folder = os.path.dirname(os.path.abspath(path))
     try:
-        current = os.stat(output.path)
+        current = os.stat(path)
     except FileNotFoundError:
         current = None
-    mode = (current.st_mode & 0o7777) if current else output.mode
-    fd, temp = tempfile.mkstemp(prefix=_temp_prefix(output.path), suffix=".tmp", dir=folder)
+    if current:
+        mode = current.st_mode & 0o7777
+    if secret:  # a key file left world-readable (by the image rhgen replaces, or by hand) is tightened
+        mode &= 0o700
+    fd, temp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=folder)  # created 0600
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(output.content)
+            handle.write(content)
             handle.flush()
             os.fchmod(handle.fileno(), mode)
             if current and os.geteuid() == 0:
                 os.fchown(handle.fileno(), current.st_uid, current.st_gid)
             os.fsync(handle.fileno())
-        os.replace(temp, output.path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-    _fsync_folder(folder)
+    return temp
+
+
+def write_atomically(path: str, content: bytes, mode: int = 0o644) -> None:
+    """One file: stage, rename over the target, fsync the folder."""
+    temp = stage(path, content, mode)
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    _fsync_folder(os.path.dirname(os.path.abspath(path)))
 
 
 def _fsync_folder(folder: str) -> None:
@@ -171,33 +200,52 @@ def reload_pending(anchor: str) -> bool:
 
 
 def swap(files: Sequence[OutputFile], anchor: str, reload_follows: bool) -> None:
-    """Replace each changed file, in the given order (the main config last). When a reload
-    follows, a marker beside the lock says so until it succeeds, so a run killed or failing
-    between swap and reload is reloaded by the next run even though it sees no change."""
+    """Stage every changed file first, then rename them over the live ones back to back, in
+    the given order (the main config last). A write that fails (a full disk, an I/O error)
+    fails before the first rename, so the live set stays whole; a kill can only fall between
+    two renames, a window of microseconds, and the next run completes the set.
+
+    When a reload follows, a marker beside the lock says so until it succeeds, so a run killed
+    or failing between swap and reload is reloaded by the next run even though it sees no change."""
     output_path = _marker(anchor, RELOAD_PENDING)
+    staged: list[tuple[str, str]] = []
     try:
         if reload_follows:
             with open(output_path, "wb") as handle:
                 os.fsync(handle.fileno())
         for output in files:
             output_path = output.path
-            write_atomically(output)
+            staged.append((stage(output.path, output.content, output.mode, output.secret), output.path))
+        while staged:
+            temp, output_path = staged[0]
+            os.replace(temp, output_path)
+            staged.pop(0)
+        for folder in dict.fromkeys(os.path.dirname(os.path.abspath(f.path)) for f in files):
+            _fsync_folder(folder)
     except OSError as exc:
-        reason = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
-        raise ApplyError(f"{output_path}: cannot write ({reason})") from None
+        raise ApplyError(f"{output_path}: cannot write ({_reason(exc)})") from None
+    finally:
+        for temp, _ in staged:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
 
 
 def remove_stale_temps(paths: Sequence[str]) -> None:
-    """Temp files left by a run that was killed mid-write (only ever ours, by name)."""
+    """Temp files and staging folders left by a run that was killed (only ever ours, by name;
+    called under the lock, so no other run is writing them)."""
     for path in paths:
         folder = os.path.dirname(os.path.abspath(path))
         prefix = _temp_prefix(path)
         with contextlib.suppress(OSError):
             for name in os.listdir(folder):
+                stale = os.path.join(folder, name)
                 if name.startswith(prefix) and name.endswith(".tmp"):
                     with contextlib.suppress(OSError):
-                        os.unlink(os.path.join(folder, name))
-                        log.info("removed stale temp file %s", os.path.join(folder, name))
+                        os.unlink(stale)
+                        log.info("removed stale temp file %s", stale)
+                elif name.startswith(CHECK_PREFIX) and os.path.isdir(stale) and not os.path.islink(stale):
+                    shutil.rmtree(stale, ignore_errors=True)
+                    log.info("removed stale check folder %s", stale)
 
 
 def check_folders(paths: Sequence[str]) -> None:
@@ -238,7 +286,7 @@ def exclusive_lock(path: str, timeout: float = 120.0) -> Iterator[None]:
 def run_reload(command: str, anchor: str) -> None:
     argv = shlex.split(command)
     try:
-        result = subprocess.run(  # noqa: S603 - argument list from RELOAD_COMMAND, no shell
+        result = subprocess.run(  # noqa: S603 - argument list from the operator's RELOAD_COMMAND, no shell  # nosec B603
             argv, capture_output=True, text=True, timeout=RELOAD_TIMEOUT, check=False
         )
     except FileNotFoundError:

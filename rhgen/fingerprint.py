@@ -10,7 +10,6 @@ else (no stamp, a file edited by hand, a certificate near expiry) takes the full
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__, resources
+from . import __version__, apply, resources
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,10 @@ def _update_with_file(digest: Any, path: Path) -> None:
 
 
 # How rhgen runs, not what it renders: changing these must not force a full run.
-OPERATIONAL = {"haproxy_bin", "reload_command", "metadata_connect_timeout", "metadata_read_timeout", "metadata_retries"}
+OPERATIONAL = {
+    "haproxy_bin", "reload_command", "metadata_connect_timeout", "metadata_read_timeout", "metadata_retries",
+    "metadata_max_bytes", "drop_warning",
+}
 
 
 def inputs_digest(settings: Any, routing: Any, service_metadata: Mapping[str, Any]) -> str:
@@ -88,15 +90,10 @@ def write_stamp(anchor: str, stamp: Stamp) -> None:
     text = "\n".join([stamp.inputs, stamp.outputs, str(stamp.recheck_after), *stamp.paths]) + "\n"
     if read_stamp(anchor) == stamp:
         return
-    temp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(temp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temp, path)
+    try:  # apply's temp names: the ones a later run cleans up after a kill
+        apply.write_atomically(path, text.encode("utf-8"))
     except OSError as exc:  # only the next run's speed depends on it
         log.warning("%s: cannot write (%s); the next run takes the full path", path, exc.strerror)
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
 
 
 def read_stamp(anchor: str) -> Stamp | None:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .names import identifier, is_dns_label, is_hostname, normalise_hostname
+from .names import dns_lower, identifier, is_dns_label, is_hostname, normalise_hostname
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ def build_routing(
     for container in sorted(source.containers, key=lambda c: (c.stack, c.service, c.uuid, c.name)):
         if label not in container.labels:
             continue
-        backend = container.stack.lower()
+        backend = dns_lower(container.stack)
         if not is_dns_label(backend) or len(f"{backend}.{domain}") > 253:
             skipped.append(Skipped(f"container {container.name!r}", f"stack {container.stack!r} is not a valid DNS label"))
             continue
@@ -266,7 +266,7 @@ def build_routing(
     skipped.extend(alias_skipped)
     for stack, name in sorted(pairs):
         what = f"alias {name!r} of stack {stack!r}"
-        backend = stack.lower()
+        backend = dns_lower(stack)
         host = alias_host(name, domain)
         if backend not in servers_by_backend:
             skipped.append(Skipped(what, "stack has no routed containers", warn=False))

@@ -8,10 +8,12 @@ a `#`, a quote or a `%`.
 from __future__ import annotations
 
 import re
+import string
 
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 _IDENTIFIER_CHAR = re.compile(r"[^A-Za-z0-9_.:-]")
 MAX_HOSTNAME = 253
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
 def is_dns_label(text: str) -> bool:
@@ -26,9 +28,15 @@ def is_hostname(text: str) -> bool:
     return all(is_dns_label(label) for label in text.split("."))
 
 
+def dns_lower(text: str) -> str:
+    """Lower-case A-Z only, as DNS (RFC 4343) and haproxy's `lower` do. str.lower() would also
+    turn the Kelvin sign into "k": a stack named "\u212aube" would take over kube.<domain>."""
+    return text.translate(_ASCII_LOWER)
+
+
 def normalise_hostname(text: str) -> str:
     """Lower-case a host name and drop one trailing dot; callers validate the result."""
-    text = text.strip().lower()
+    text = dns_lower(text.strip())
     return text[:-1] if text.endswith(".") else text
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -90,17 +91,20 @@ def generate(settings: Any, dry_run: bool = False, allow_empty: bool = False) ->
     if dry_run:
         changed = apply.changed_files(files)
         if changed:
+            _warn_about_drop(settings, routing)
             apply.check_config(settings.haproxy_bin, render_for, roles)
         return Outcome(routing, tuple(f.path for f in changed), diff=apply.unified_diff(changed))
 
     paths = [f.path for f in files]
+    anchor = settings.haproxy_backend_config  # the lock, the fingerprint and the check's staging sit beside it
     apply.check_folders(paths)
-    with apply.exclusive_lock(settings.haproxy_backend_config):
-        apply.remove_stale_temps(paths)
+    with apply.exclusive_lock(anchor):
+        apply.remove_stale_temps([*paths, fingerprint.stamp_path(anchor)])
         changed = apply.changed_files(files)
         if changed:
             _guard_against_blanking(settings, routing, allow_empty)
-            apply.check_config(settings.haproxy_bin, render_for, roles)
+            _warn_about_drop(settings, routing)
+            apply.check_config(settings.haproxy_bin, render_for, roles, folder=os.path.dirname(os.path.abspath(anchor)))
             apply.swap(changed, settings.haproxy_backend_config, reload_follows=bool(settings.reload_command))
             log.info("swapped in %s", ", ".join(f.path for f in changed))
         fingerprint.write_stamp(settings.haproxy_backend_config, stamp_for(settings, model, inputs, files))
@@ -119,4 +123,15 @@ def _guard_against_blanking(settings: Any, routing: Routing, allow_empty: bool) 
         raise ApplyError(
             f"the new configuration routes no host while {settings.haproxy_domain_map} routes {live}; "
             "nothing changed (use --allow-empty if this is intended)"
+        )
+
+
+def _warn_about_drop(settings: Any, routing: Routing) -> None:
+    """A sudden loss of many routes is more often a metadata or label accident than a plan: say so."""
+    live = apply.count_map_entries(apply.read_live(settings.haproxy_domain_map))
+    new = len(routing.routes)
+    if live and (live - new) * 100 > settings.drop_warning * live:
+        log.warning(
+            "routed hosts drop from %d to %d (%d %% fewer; RHGEN_DROP_WARNING is %d %%)",
+            live, new, (live - new) * 100 // live, settings.drop_warning,
         )

@@ -73,7 +73,7 @@ def environment(template_dir: str = "") -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
-        autoescape=False,  # noqa: S701 - HAProxy config, not HTML; values are validated in the model
+        autoescape=False,  # noqa: S701 - HAProxy config, not HTML; values are validated in the model  # nosec B701
     )
     env.filters["bind_host"] = _bind_host
     return env

@@ -68,6 +68,26 @@ def parse_count(raw: Any) -> int:
     return value
 
 
+def parse_bytes(raw: Any) -> int:
+    """A size in bytes, with an optional k/M suffix (binary: 64M is 64 MiB)."""
+    text = str(raw).strip()
+    match = re.fullmatch(r"([0-9]{1,12})\s*(?:([kKmM])i?)?[bB]?", text)
+    if not match:
+        raise ValueError("is not a size in bytes (e.g. 65536, 512k or 64M)")
+    value = int(match.group(1)) * {None: 1, "k": 1024, "m": 1024 * 1024}[match.group(2) and match.group(2).lower()]
+    if not 1024 <= value <= 4 * 1024**3:
+        raise ValueError("must be at least 1k and at most 4096M")
+    return value
+
+
+def parse_percent(raw: Any) -> int:
+    """A share in percent, 0-100, with or without a trailing %."""
+    text = str(raw).strip().removesuffix("%").strip()
+    if not re.fullmatch(r"[0-9]{1,3}", text) or int(text) > 100:
+        raise ValueError("is not a percentage (0-100)")
+    return int(text)
+
+
 def parse_seconds(raw: Any) -> float:
     try:
         value = float(str(raw).strip())
@@ -260,6 +280,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("metadata_connect_timeout", "RHGEN_CONNECT_TIMEOUT", parse_seconds, "Seconds to connect to the metadata service."),
     Setting("metadata_read_timeout", "RHGEN_READ_TIMEOUT", parse_seconds, "Seconds for a whole metadata answer."),
     Setting("metadata_retries", "RHGEN_RETRIES", parse_count, "Extra tries when the metadata service refuses, times out or answers 5xx."),
+    Setting("metadata_max_bytes", "RHGEN_MAX_ANSWER_BYTES", parse_bytes, "Largest metadata answer read (e.g. 64M); a bigger one is an error.", security=True),
+    Setting("drop_warning", "RHGEN_DROP_WARNING", parse_percent, "Warn when a run drops more than this share of routed hosts (percent; 100 never warns)."),
     Setting("disable_metadata", "DISABLE_METADATA", parse_bool, "Read METADATA_FILE instead of the metadata service."),
     Setting("metadata_file", "METADATA_FILE", parse_file_path, "Answers file (JSON or YAML: containers, self_service_metadata)."),
     Setting("syslog_host", "SYSLOG_HOST", parse_syslog_host, "Send haproxy logs to this syslog host[:port]."),
@@ -288,7 +310,7 @@ def read_yaml_file(path: Path) -> dict[str, Any]:
         raise SettingsError(f"settings file {path}: cannot read ({exc.strerror})") from None
     try:
         # The C build of the safe loader when present: same documents, a fifth of the start-up cost.
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a safe loader
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # nosec B506 - CSafeLoader or SafeLoader: a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -2,9 +2,45 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+from hypothesis import HealthCheck, settings as hypothesis_settings
 
 from helpers import BackendServers, Haproxy, MetadataServer, make_target, run_rhgen as run, start_demo
+from reliability_ledger import LEDGER, short_id
+
+# Property tests: "ci" (the default, what the README's test command runs) tries 1,000 examples per
+# property; RHGEN_HYPOTHESIS_PROFILE=quick tries 100 while you iterate. No deadline: haproxy -c
+# and a loaded CI machine make single examples slow now and then without anything being wrong.
+hypothesis_settings.register_profile(
+    "ci", max_examples=1000, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.register_profile("quick", max_examples=100, deadline=None, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("RHGEN_HYPOTHESIS_PROFILE", "ci"))
+
+RELIABILITY_DOC = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
+
+
+def pytest_runtest_logreport(report):
+    LEDGER.note(short_id(report.nodeid), report.when, report.outcome)
+
+
+def pytest_sessionfinish(session):
+    """docs/reliability.md is rewritten only on request, so ordinary runs leave the tree clean."""
+    if os.environ.get("RHGEN_WRITE_RELIABILITY") == "1":
+        LEDGER.write(RELIABILITY_DOC)
+
+
+@pytest.fixture
+def reliability(request):
+    """reliability(group, fault, cases=1, held=...) adds this test's cases to docs/reliability.md."""
+
+    def record(group: str, fault: str, cases: int = 1, held: str = "") -> None:
+        LEDGER.record(group, fault, short_id(request.node.nodeid), cases, held)
+
+    return record
 
 
 @pytest.fixture

@@ -117,6 +117,7 @@ class Answer:
 class Request:
     path: str
     headers: dict[str, str]
+    time: float = field(default_factory=time.monotonic)  # when it arrived (for retry backoff)
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -415,3 +416,14 @@ class Haproxy:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+
+
+def raw_request(port: int, head: bytes) -> tuple[int, str]:
+    """Send exactly these request bytes (http.client would refuse or fix most of them) -> (status, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head + b"Connection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status_line, _, rest = data.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2].decode("utf-8", "replace")

@@ -23,10 +23,10 @@ def fetch(path: str) -> SourceData:
         raise SourceError(f"metadata file {path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         try:
             data = yaml.safe_load(text)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):  # RecursionError: nested a few thousand deep
             raise SourceError(f"metadata file {path}: neither JSON nor YAML") from None
     if not isinstance(data, dict) or "containers" not in data:
         raise SourceError(f"metadata file {path}: expected a mapping with 'containers' and 'self_service_metadata'")

@@ -17,7 +17,6 @@ from . import source_data
 
 log = logging.getLogger(__name__)
 
-MAX_ANSWER_BYTES = 64 * 1024 * 1024  # ~20 MB is 10,000 containers; more means something is wrong
 _MISSING = object()
 
 
@@ -71,7 +70,7 @@ def _get_once(session: requests.Session, url: str, settings: Any, missing: Any) 
                 raise _Transient(f"HTTP {answer.status_code}")
             if answer.status_code != 200:
                 raise SourceError(f"metadata {url}: HTTP {answer.status_code}")
-            body = _read_body(answer, url, deadline)
+            body = _read_body(answer, url, deadline, settings.metadata_max_bytes)
     except requests.Timeout:
         raise _Transient("timed out") from None
     except requests.exceptions.ChunkedEncodingError:
@@ -84,17 +83,20 @@ def _get_once(session: requests.Session, url: str, settings: Any, missing: Any) 
         return json.loads(body)
     except ValueError:
         raise SourceError(f"metadata {url}: answer is not JSON ({_preview(body)})") from None
+    except RecursionError:  # json raises it, not ValueError, for arrays nested a few thousand deep
+        raise SourceError(f"metadata {url}: answer is not JSON of a usable shape (nested too deeply)") from None
 
 
-def _read_body(answer: requests.Response, url: str, deadline: float) -> bytes:
+def _read_body(answer: requests.Response, url: str, deadline: float, cap: int) -> bytes:
+    """The whole body, at most `cap` bytes (RHGEN_MAX_ANSWER_BYTES): a runaway answer is an error, not a swap file."""
     declared = answer.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
-        raise SourceError(f"metadata {url}: answer of {int(declared)} bytes is over the {MAX_ANSWER_BYTES}-byte cap")
+    if declared.isdigit() and int(declared) > cap:
+        raise SourceError(f"metadata {url}: answer of {int(declared)} bytes is over the {cap}-byte cap (RHGEN_MAX_ANSWER_BYTES)")
     chunks, size = [], 0
-    for chunk in _pieces(answer, 256 * 1024):
+    for chunk in _pieces(answer, min(cap + 1, 256 * 1024)):
         size += len(chunk)
-        if size > MAX_ANSWER_BYTES:
-            raise SourceError(f"metadata {url}: answer is over the {MAX_ANSWER_BYTES}-byte cap")
+        if size > cap:
+            raise SourceError(f"metadata {url}: answer is over the {cap}-byte cap (RHGEN_MAX_ANSWER_BYTES)")
         if time.monotonic() > deadline:
             raise _Transient("answer took longer than the read timeout")
         chunks.append(chunk)
