@@ -197,12 +197,33 @@ def parse_command(raw: Any) -> str:
     return text
 
 
+def parse_source(raw: Any) -> str:
+    text = parse_text(raw).lower()
+    if text not in SOURCES:
+        raise ValueError(f"is not a source (use {', '.join(SOURCES)})")
+    return text
+
+
+def is_docker_host(text: str) -> bool:
+    """unix:///path/docker.sock or tcp://host:port (plain HTTP), as the docker CLI reads DOCKER_HOST."""
+    return bool(re.fullmatch(r"unix:///[^\s\"'#%\\]+", text) or re.fullmatch(r"tcp://[A-Za-z0-9_.:\[\]-]+", text))
+
+
+def parse_docker_network(raw: Any) -> str:
+    text = parse_text(raw)
+    if text and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
+        raise ValueError("is not a Docker network name")
+    return text
+
+
 def parse_syslog_host(raw: Any) -> str:
     text = parse_text(raw)
     if text and not re.fullmatch(r"[A-Za-z0-9_.:\[\]-]+", text):
         raise ValueError("is not a host or host:port")
     return text
 
+
+SOURCES = ("rancher", "docker", "file")
 
 _FACILITIES = {
     "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
@@ -262,6 +283,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("metadata_retries", "RHGEN_RETRIES", parse_count, "Extra tries when the metadata service refuses, times out or answers 5xx."),
     Setting("disable_metadata", "DISABLE_METADATA", parse_bool, "Read METADATA_FILE instead of the metadata service."),
     Setting("metadata_file", "METADATA_FILE", parse_file_path, "Answers file (JSON or YAML: containers, self_service_metadata)."),
+    Setting("source", "RHGEN_SOURCE", parse_source, "Where containers come from: rancher, docker or file (DISABLE_METADATA=true means file)."),
+    Setting("docker_host", "DOCKER_HOST", parse_text, "Docker Engine API: unix:///path/docker.sock or tcp://host:port."),
+    Setting("docker_network", "RHGEN_DOCKER_NETWORK", parse_docker_network, "Docker network whose container IPs are routed to; empty takes each container's first."),
     Setting("syslog_host", "SYSLOG_HOST", parse_syslog_host, "Send haproxy logs to this syslog host[:port]."),
     Setting("syslog_facility", "SYSLOG_FACILITY", parse_facility, "Syslog facility of haproxy logs."),
 )
@@ -353,6 +377,16 @@ def _check_together(settings: Any) -> None:
         raise SettingsError("setting ENABLE_SSL_REDIRECTION needs ENABLE_SSL=true (nothing would answer on HTTPS)")
     if settings.disable_metadata and not settings.metadata_file:
         raise SettingsError("setting METADATA_FILE is required when DISABLE_METADATA is true")
+    if settings.disable_metadata and settings.source == "docker":
+        raise SettingsError("settings DISABLE_METADATA=true (the file source) and RHGEN_SOURCE=docker contradict each other")
+    if settings.source == "file" and not settings.metadata_file:
+        raise SettingsError("setting METADATA_FILE is required when RHGEN_SOURCE is file")
+    # Checked only when used: DOCKER_HOST is often set for the docker CLI (ssh://, tls) on hosts that use another source.
+    if settings.source == "docker" and not is_docker_host(settings.docker_host):
+        raise SettingsError(
+            f"setting DOCKER_HOST ({settings.origin.get('docker_host', 'unset')}): {settings.docker_host!r} "
+            "is not unix:///path/to/docker.sock or tcp://host:port"
+        )
     ports = {"HTTP_PORT": settings.http_port}
     if settings.enable_ssl:
         ports["HTTPS_PORT"] = settings.https_port

@@ -1,4 +1,4 @@
-"""Fetch stage: one module per metadata source, each returning the same SourceData."""
+"""Fetch stage: one module per metadata source (rancher, docker, file), each returning the same SourceData."""
 
 from __future__ import annotations
 
@@ -24,11 +24,21 @@ def _kind(value: Any) -> str:
     return {dict: "mapping", list: "list", str: "string", type(None): "null"}.get(type(value), type(value).__name__)
 
 
+def kind(settings: Any) -> str:
+    """rancher, docker or file; DISABLE_METADATA=true keeps meaning the file source."""
+    return "file" if settings.disable_metadata else settings.source
+
+
 def fetch(settings: Any) -> SourceData:
-    if settings.disable_metadata:
+    source = kind(settings)
+    if source == "file":
         from . import file
 
         return file.fetch(settings.metadata_file)
+    if source == "docker":
+        from . import docker
+
+        return docker.fetch(settings)
     from . import rancher
 
     return rancher.fetch(settings)

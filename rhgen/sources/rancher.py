@@ -27,25 +27,34 @@ def base_url(host: str, version: str) -> str:
 
 def fetch(settings: Any) -> SourceData:
     root = base_url(settings.rancher_api_host, settings.rancher_api_version)
-    with requests.Session() as session:
-        session.headers["Accept"] = "application/json"
-        session.trust_env = False  # the metadata service is local: never through an HTTP proxy
+    with _session() as session:
         containers = get_json(session, f"{root}/containers", settings)
         metadata = get_json(session, f"{root}/self/service/metadata", settings, missing=None)
     return source_data(containers, metadata, f"metadata {root}")
 
 
-def get_json(session: requests.Session, url: str, settings: Any, missing: Any = _MISSING) -> Any:
-    """One JSON answer, retried on refusal, timeout and 5xx; 404 gives `missing` when allowed."""
+def _session() -> requests.Session:
+    session = requests.Session()
+    session.headers["Accept"] = "application/json"
+    session.trust_env = False  # the metadata service is local: never through an HTTP proxy
+    return session
+
+
+def get_json(
+    session: requests.Session, url: str, settings: Any, missing: Any = _MISSING, what: str = "", **params: str
+) -> Any:
+    """One JSON answer, retried on refusal, timeout and 5xx; 404 gives `missing` when allowed.
+    `what` names the resource in messages (default "metadata <url>")."""
+    what = what or f"metadata {url}"
     attempts = settings.metadata_retries + 1
     for attempt in range(1, attempts + 1):
         try:
-            return _get_once(session, url, settings, missing)
+            return _get_once(session, url, settings, missing, what, params)
         except _Transient as exc:
             if attempt == attempts:
                 tries = f" after {attempts} tries" if attempts > 1 else ""
-                raise SourceError(f"metadata {url}: {exc}{tries}") from None
-            log.info("metadata %s: %s; retrying", url, exc)
+                raise SourceError(f"{what}: {exc}{tries}") from None
+            log.info("%s: %s; retrying", what, exc)
             time.sleep(min(0.25 * 2 ** (attempt - 1), 2.0))
     raise AssertionError("unreachable")
 
@@ -54,11 +63,14 @@ class _Transient(Exception):
     """A failure worth another try."""
 
 
-def _get_once(session: requests.Session, url: str, settings: Any, missing: Any) -> Any:
+def _get_once(
+    session: requests.Session, url: str, settings: Any, missing: Any, what: str, params: dict[str, str]
+) -> Any:
     deadline = time.monotonic() + settings.metadata_read_timeout
     try:
         with session.get(
             url,
+            params=params,
             timeout=(settings.metadata_connect_timeout, settings.metadata_read_timeout),
             stream=True,
             allow_redirects=False,
@@ -68,44 +80,46 @@ def _get_once(session: requests.Session, url: str, settings: Any, missing: Any) 
             if answer.status_code >= 500:
                 raise _Transient(f"HTTP {answer.status_code}")
             if answer.status_code != 200:
-                raise SourceError(f"metadata {url}: HTTP {answer.status_code}")
-            body = _read_body(answer, url, deadline)
+                raise SourceError(f"{what}: HTTP {answer.status_code}")
+            body = _read_body(answer, what, deadline)
     except requests.Timeout:
         raise _Transient("timed out") from None
     except requests.exceptions.ChunkedEncodingError:
         raise _Transient("answer cut short") from None
     except requests.ConnectionError as exc:
-        raise _Transient(_connection_reason(exc)) from None
+        raise _Transient(connection_reason(exc)) from None
     except requests.RequestException as exc:
-        raise SourceError(f"metadata {url}: {exc.__class__.__name__}") from None
+        raise SourceError(f"{what}: {exc.__class__.__name__}") from None
     try:
         return json.loads(body)
     except ValueError:
-        raise SourceError(f"metadata {url}: answer is not JSON ({_preview(body)})") from None
+        raise SourceError(f"{what}: answer is not JSON ({_preview(body)})") from None
 
 
-def _read_body(answer: requests.Response, url: str, deadline: float) -> bytes:
+def _read_body(answer: requests.Response, what: str, deadline: float) -> bytes:
     declared = answer.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
-        raise SourceError(f"metadata {url}: answer of {int(declared)} bytes is over the {MAX_ANSWER_BYTES}-byte cap")
+        raise SourceError(f"{what}: answer of {int(declared)} bytes is over the {MAX_ANSWER_BYTES}-byte cap")
     chunks, size = [], 0
     for chunk in answer.iter_content(chunk_size=256 * 1024):
         size += len(chunk)
         if size > MAX_ANSWER_BYTES:
-            raise SourceError(f"metadata {url}: answer is over the {MAX_ANSWER_BYTES}-byte cap")
+            raise SourceError(f"{what}: answer is over the {MAX_ANSWER_BYTES}-byte cap")
         if time.monotonic() > deadline:
             raise _Transient("answer took longer than the read timeout")
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def _connection_reason(exc: requests.ConnectionError) -> str:
+def connection_reason(exc: requests.ConnectionError) -> str:
     text = str(exc)
     for needle, reason in (
         ("Name or service not known", "host name not found"),
         ("Temporary failure in name resolution", "host name not found"),
         ("nodename nor servname", "host name not found"),
         ("Connection refused", "connection refused"),
+        ("No such file or directory", "socket not found"),
+        ("Permission denied", "permission denied"),
         ("Read timed out", "timed out"),
         ("IncompleteRead", "answer cut short"),
         ("Connection broken", "answer cut short"),
