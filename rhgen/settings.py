@@ -68,11 +68,15 @@ def parse_count(raw: Any) -> int:
     return value
 
 
-def parse_seconds(raw: Any) -> float:
+def _parse_float(raw: Any) -> float:
     try:
-        value = float(str(raw).strip())
+        return float(str(raw).strip())
     except ValueError:
         raise ValueError("is not a number of seconds") from None
+
+
+def parse_seconds(raw: Any) -> float:
+    value = _parse_float(raw)
     if not 0 < value <= 3600:
         raise ValueError("must be more than 0 and at most 3600 seconds")
     return value
@@ -216,6 +220,23 @@ def parse_docker_network(raw: Any) -> str:
     return text
 
 
+def parse_settle(raw: Any) -> float:
+    value = _parse_float(raw)
+    if not 0 <= value <= 60:
+        raise ValueError("must be between 0 and 60 seconds")
+    return value
+
+
+def parse_max_wait(raw: Any) -> int:
+    try:
+        value = _parse_int(raw)
+    except ValueError:
+        raise ValueError("is not a whole number of seconds (1-120)") from None
+    if not 1 <= value <= 120:
+        raise ValueError("must be between 1 and 120 seconds (the metadata service's limit)")
+    return value
+
+
 def parse_syslog_host(raw: Any) -> str:
     text = parse_text(raw)
     if text and not re.fullmatch(r"[A-Za-z0-9_.:\[\]-]+", text):
@@ -286,6 +307,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("source", "RHGEN_SOURCE", parse_source, "Where containers come from: rancher, docker or file (DISABLE_METADATA=true means file)."),
     Setting("docker_host", "DOCKER_HOST", parse_text, "Docker Engine API: unix:///path/docker.sock or tcp://host:port."),
     Setting("docker_network", "RHGEN_DOCKER_NETWORK", parse_docker_network, "Docker network whose container IPs are routed to; empty takes each container's first."),
+    Setting("watch_settle", "RHGEN_SETTLE", parse_settle, "watch: seconds without further change before regenerating (bursts give one run)."),
+    Setting("watch_resync", "RHGEN_RESYNC", parse_seconds, "watch: regenerate at least this often, changed or not (safety net)."),
+    Setting("watch_max_wait", "RHGEN_WATCH_MAX_WAIT", parse_max_wait, "watch: seconds one Rancher long poll of /version waits (1-120)."),
     Setting("syslog_host", "SYSLOG_HOST", parse_syslog_host, "Send haproxy logs to this syslog host[:port]."),
     Setting("syslog_facility", "SYSLOG_FACILITY", parse_facility, "Syslog facility of haproxy logs."),
 )

@@ -1,9 +1,10 @@
-"""Real servers the source and routes tests drive.
+"""Real processes and servers the watch, Docker and routes tests drive.
 
 - RancherMetadata: an HTTP server answering /<version>/containers, /self/service/metadata and
   /version, including the long poll (?wait=true&value=<v>&maxWait=<s>).
 - DockerDaemon: an HTTP server on a unix socket answering /containers/json,
   /containers/<id>/json and the chunked /events stream, from small dicts.
+- Haproxy: `haproxy -W -db -S <master socket>` on generated files, with the reload counter.
 - App: a tiny HTTP server on 127.0.0.x that answers with its own name (a "container").
 
 Everything binds to loopback, picks its port at run time and stops in close().
@@ -363,6 +364,108 @@ class DockerDaemon:
             os.unlink(self.socket_path)
 
 
+# --- HAProxy ---------------------------------------------------------------------------------
+
+
+class Haproxy:
+    """haproxy in master-worker mode with a master socket, on rhgen's generated files."""
+
+    def __init__(self, folder: Path, port: int):
+        self.folder, self.port = folder, port
+        self.master_socket = str(folder / "master.sock")
+        self.log = open(folder / "haproxy.log", "wb")  # noqa: SIM115 - closed in close()
+        self.process = subprocess.Popen(  # noqa: S603
+            ["haproxy", "-W", "-db", "-S", self.master_socket,
+             "-f", str(folder / "haproxy.cfg"), "-f", str(folder / "backends.cfg")],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        wait_for(self._listening, timeout=10, what="haproxy to listen")
+
+    @property
+    def reload_command(self) -> str:
+        return f"kill -USR2 {self.process.pid}"
+
+    def _listening(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"haproxy exited: {(self.folder / 'haproxy.log').read_text()}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", self.port)) != 0:
+                return False
+        return bool(self.processes()[1])  # the master socket accepts a moment after its file appears
+
+    def master(self, command: str, timeout: float = 5.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self._master_once(command)
+            except (ConnectionRefusedError, ConnectionResetError, FileNotFoundError):
+                # The master re-executes itself on every reload: its socket refuses for a moment.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def _master_once(self, command: str) -> str:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(self.master_socket)
+            sock.sendall(command.encode() + b"\n")
+            sock.shutdown(socket.SHUT_WR)  # the master CLI answers once it sees the end of input
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode()
+
+    def processes(self) -> tuple[int, list[int]]:
+        """(reload counter of the master, pids of the current workers) from `show proc`."""
+        reloads, workers, section = -1, [], "master"
+        for line in self.master("show proc").splitlines():
+            if line.startswith("# "):
+                section = line[2:].strip()
+                continue
+            parts = line.split()
+            if len(parts) >= 3 and parts[1] == "master":
+                reloads = int(parts[2])
+            elif len(parts) >= 2 and parts[1] == "worker" and section == "workers":
+                workers.append(int(parts[0]))
+        return reloads, workers
+
+    @property
+    def reloads(self) -> int:
+        return self.processes()[0]
+
+    def get(self, host: str, path: str = "/") -> tuple[int, str]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            connection.request("GET", path, headers={"Host": host, "Connection": "close"})
+            answer = connection.getresponse()
+            return answer.status, answer.read().decode()
+        finally:
+            connection.close()
+
+    def wait_routes(self, host: str, body: str, timeout: float = 10.0) -> float:
+        """Seconds until `host` answers 200 with `body` through haproxy."""
+        def routed() -> bool:
+            try:
+                return self.get(host) == (200, body)
+            except (OSError, http.client.HTTPException):
+                return False  # a connection closed by a worker on its way out during a reload
+
+        started = time.monotonic()
+        wait_for(routed, timeout=timeout, interval=0.01, what=f"{host} -> {body}")
+        return time.monotonic() - started
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        self.log.close()
+
+
 # --- rhgen ------------------------------------------------------------------------------------
 
 
@@ -382,3 +485,51 @@ def rhgen_env(folder: Path, port: int, **settings: str) -> dict[str, str]:
         **settings,
     }
 
+
+class Watch:
+    """`rhgen watch` as a subprocess; its output lines are collected as they come."""
+
+    def __init__(self, env: dict[str, str], *args: str, python: str | None = None):
+        import sys
+
+        self.process = subprocess.Popen(  # noqa: S603
+            [python or sys.executable, "-m", "rhgen", "watch", *args], env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.process.stdout, self.out), daemon=True),
+            threading.Thread(target=self._read, args=(self.process.stderr, self.err), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream: Any, lines: list[str]) -> None:
+        for line in stream:
+            lines.append(line.rstrip("\n"))
+
+    def wait_out(self, needle: str, count: int = 1, timeout: float = 10.0) -> None:
+        def seen() -> bool:
+            if self.process.poll() is not None and sum(needle in line for line in self.out) < count:
+                raise AssertionError(f"rhgen watch exited {self.process.returncode}: {self.err}")
+            return sum(needle in line for line in self.out) >= count
+
+        wait_for(seen, timeout=timeout, what=f"{count}x {needle!r} in {self.out} / {self.err}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout=timeout)
+        finally:
+            self.close()
+        for reader in self._readers:
+            reader.join(timeout=2)
+        return code
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5)

@@ -5,8 +5,8 @@ Stack = label com.docker.compose.project, service = label com.docker.compose.ser
 labelled container, stopped ones too, so `rhgen routes` can say why one gets no traffic;
 each running one is then inspected (GET /containers/<id>/json) for its health
 (State.Health.Status: only `healthy` is routed when a healthcheck exists) and its IP on
-RHGEN_DOCKER_NETWORK or its first network. DOCKER_HOST is unix:///path/docker.sock (default)
-or tcp://host:port.
+RHGEN_DOCKER_NETWORK or its first network. Watching follows GET /events, a stream of one
+JSON object per line. DOCKER_HOST is unix:///path/docker.sock (default) or tcp://host:port.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import dataclasses
 import json
 import logging
 import socket
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
@@ -27,12 +29,18 @@ import urllib3.connectionpool
 
 from ..errors import SourceError
 from ..model import ROUTABLE_HEALTH, SourceData, Skipped
-from . import rancher, source_data
+from . import rancher, retry_delay, source_data
 
 log = logging.getLogger(__name__)
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
+# An events stream silent this long is reopened (with `since`, so nothing is lost): a dead
+# daemon behind tcp:// would otherwise hold the watch forever.
+EVENTS_IDLE_SECONDS = 300
+# Container events that never change routing (health checks run as exec_* every interval).
+QUIET_ACTIONS = {"attach", "detach", "resize", "top", "export", "copy", "archive-path", "extract-to-dir",
+                 "commit", "create", "mount", "unmount"}
 
 
 # --- HTTP over a unix socket ----------------------------------------------------------------
@@ -180,3 +188,89 @@ def _address(networks: dict[str, Any], wanted: str) -> tuple[str | None, str]:
         return None, f"has no IP address on network {name!r}"
     return ip, ""
 
+
+# --- watching -----------------------------------------------------------------------------------
+
+
+def relevant(event: Any, label: str) -> bool:
+    """True for an event that may change routing: a labelled container starting, stopping, changing
+    health, ..., or any container joining or leaving a network."""
+    if not isinstance(event, dict):
+        return False
+    kind = event.get("Type") or "container"
+    action = event.get("Action") or event.get("status") or ""
+    if not isinstance(action, str):
+        return False
+    if kind == "network":
+        return action in ("connect", "disconnect")
+    if kind != "container" or action.startswith("exec_") or action in QUIET_ACTIONS:
+        return False
+    actor = event.get("Actor") if isinstance(event.get("Actor"), dict) else {}
+    attributes = actor.get("Attributes") if isinstance(actor.get("Attributes"), dict) else None
+    return attributes is None or not label or label in attributes
+
+
+def watch(settings: Any, notify: Callable[[], None], stop: threading.Event) -> None:
+    """Follow GET /events; notify() on every relevant event, and after the daemon was unreachable.
+    A stream that breaks is reopened with `since`, so the events of the gap are replayed."""
+    where = f"docker {settings.docker_host} /events"
+    filters = json.dumps({"type": ["container", "network"]})
+    since = int(time.time()) - 1  # events of the moment before the watch started are not lost
+    last_nano = 0
+    failures = 0
+    while not stop.is_set():
+        opened, streaming = time.monotonic(), False
+        try:
+            with _session(settings) as (session, root), session.get(
+                f"{root}/events", params={"filters": filters, "since": str(since)}, stream=True,
+                timeout=(settings.metadata_connect_timeout, EVENTS_IDLE_SECONDS),
+            ) as answer:
+                if answer.status_code != 200:
+                    raise SourceError(f"HTTP {answer.status_code}")
+                streaming = True
+                if failures:
+                    log.warning("%s: answering again", where)
+                    failures = 0
+                    notify()  # whatever happened while it was unreachable
+                for line in answer.iter_lines():
+                    if stop.is_set():
+                        return
+                    event = _parse_event(line)
+                    nano = event.get("timeNano") if isinstance(event, dict) else None
+                    if isinstance(nano, int) and not isinstance(nano, bool):
+                        if nano <= last_nano:
+                            continue  # replayed after a reopen: seen already
+                        last_nano = nano
+                    if relevant(event, settings.rancher_label):
+                        notify()
+        except requests.RequestException as exc:
+            if not streaming:
+                failures += 1
+                reason = rancher.connection_reason(exc) if isinstance(exc, requests.ConnectionError) else str(exc)
+                _pause(where, reason or exc.__class__.__name__, failures, stop)
+                continue
+        except SourceError as exc:
+            failures += 1
+            _pause(where, str(exc), failures, stop)
+            continue
+        # The stream ended or broke (idle timeout, daemon restart): reopen, replaying from just before now.
+        since = int(time.time()) - 1
+        log.info("%s: stream ended; reopening", where)
+        if time.monotonic() - opened < 1.0:
+            stop.wait(1.0)
+
+
+def _parse_event(line: bytes) -> Any:
+    if not line.strip():
+        return None
+    try:
+        return json.loads(line)
+    except ValueError:
+        log.info("docker event is not JSON: %r", line[:80])
+        return None
+
+
+def _pause(where: str, reason: str, failures: int, stop: threading.Event) -> None:
+    delay = retry_delay(failures)
+    log.warning("%s: %s; trying again in %.1f s", where, reason, delay)
+    stop.wait(delay)

@@ -1,22 +1,32 @@
-"""Rancher 1.x metadata source: GET /<version>/containers and /<version>/self/service/metadata."""
+"""Rancher 1.x metadata source: GET /<version>/containers and /<version>/self/service/metadata.
+
+Watching long-polls /<version>/version?wait=true&value=<last>: the service answers as soon
+as its opaque version string differs from <last>, or after maxWait seconds with the same one.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import requests
 
 from ..errors import SourceError
 from ..model import SourceData
-from . import source_data
+from . import retry_delay, source_data
 
 log = logging.getLogger(__name__)
 
 MAX_ANSWER_BYTES = 64 * 1024 * 1024  # ~20 MB is 10,000 containers; more means something is wrong
 _MISSING = object()
+
+
+# A long poll that comes back unchanged sooner than this means the service ignores wait=true.
+MIN_POLL_SECONDS = 1.0
 
 
 def base_url(host: str, version: str) -> str:
@@ -38,6 +48,51 @@ def _session() -> requests.Session:
     session.headers["Accept"] = "application/json"
     session.trust_env = False  # the metadata service is local: never through an HTTP proxy
     return session
+
+
+def watch(settings: Any, notify: Callable[[], None], stop: threading.Event) -> None:
+    """Long-poll the version; notify() on the first answer and on every change."""
+    url = f"{base_url(settings.rancher_api_host, settings.rancher_api_version)}/version"
+    last: str | None = None
+    failures = 0
+    with _session() as session:
+        while not stop.is_set():
+            params = {} if last is None else {"wait": "true", "value": last, "maxWait": str(settings.watch_max_wait)}
+            started = time.monotonic()
+            try:
+                version = _get_version(session, url, params, settings)
+            except (requests.RequestException, SourceError) as exc:
+                failures += 1
+                delay = retry_delay(failures)
+                reason = connection_reason(exc) if isinstance(exc, requests.ConnectionError) else str(exc)
+                log.warning("watching metadata %s: %s; trying again in %.1f s", url, reason, delay)
+                stop.wait(delay)
+                continue
+            if failures:
+                log.warning("watching metadata %s: answering again", url)
+                failures = 0
+            if version != last:
+                log.info("metadata version %s -> %s", last, version)
+                last = version
+                notify()
+            elif time.monotonic() - started < MIN_POLL_SECONDS:
+                stop.wait(MIN_POLL_SECONDS)
+
+
+def _get_version(session: requests.Session, url: str, params: dict[str, str], settings: Any) -> str:
+    # The read timeout covers the whole long poll: the service holds the answer up to maxWait.
+    timeout = (settings.metadata_connect_timeout, settings.watch_max_wait + settings.metadata_read_timeout)
+    answer = session.get(url, params=params, timeout=timeout, allow_redirects=False)
+    if answer.status_code != 200:
+        raise SourceError(f"HTTP {answer.status_code}")
+    text = answer.text.strip()
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = text  # plain-text answer (no JSON negotiated): the version itself
+    if not isinstance(value, str | int) or not str(value):
+        raise SourceError(f"version answer is not a version string ({_preview(answer.content)})")
+    return str(value)
 
 
 def get_json(
