@@ -93,6 +93,8 @@ def _summary(outcome: Any, dry_run: bool = False) -> str:
         summary += f"{'would change' if dry_run else 'changed'}: {names}"
         if outcome.reloaded:
             summary += "; reloaded"
+        if outcome.runtime_api:
+            summary += "; applied through the runtime API, no reload"
     else:
         summary += "no change"
     return summary
@@ -107,29 +109,37 @@ def watch(settings: Any, allow_empty: bool) -> None:
     Rancher: long-polls /<version>/version. Docker: follows the events stream. File: polls
     METADATA_FILE. Bursts of changes wait RHGEN_SETTLE seconds of quiet and give one run; a
     failed run keeps the configuration in service and is retried with backoff; every
-    RHGEN_RESYNC seconds a run happens anyway.
+    RHGEN_RESYNC seconds a run happens anyway. With HAPROXY_STATS_SOCKET, host-map-only
+    changes go through HAProxy's runtime API instead of a reload.
     """
+    from . import apply, runtime
     from . import watch as watching
     from .pipeline import generate as run
     from .sources import kind
 
-    reloads = 0
+    counts = {"reloads": 0, "runtime": 0}
 
     def cycle() -> bool:
         try:
             outcome = run(settings, allow_empty=allow_empty)
+            if not outcome.changed:
+                runtime.repair_drift(settings, settings.haproxy_domain_map, apply.read_live(settings.haproxy_domain_map))
         except RhgenError as exc:
             click.echo(f"rhgen: error: {exc}; the configuration in service stays", err=True)
             return False
-        nonlocal reloads
-        reloads += outcome.reloaded
+        counts["reloads"] += outcome.reloaded
+        counts["runtime"] += outcome.runtime_api
         if outcome.changed:
             click.echo(_summary(outcome))
         return True
 
     click.echo(f"rhgen: watching the {kind(settings)} source", err=True)
     runs = watching.run(settings, cycle)
-    click.echo(f"rhgen: watch stopped after {runs} runs: {reloads} reloads", err=True)
+    click.echo(
+        f"rhgen: watch stopped after {runs} runs: {counts['reloads']} reloads, "
+        f"{counts['runtime']} map updates through the runtime API without a reload",
+        err=True,
+    )
 
 
 @main.command()

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import apply, render, sources
+from . import apply, render, runtime, sources
 from .errors import ApplyError
 from .model import Routing, build_routing
 
@@ -22,6 +22,7 @@ class Outcome:
     changed: tuple[str, ...]  # live paths that differ (dry run) or were replaced
     diff: str = ""
     reloaded: bool = False
+    runtime_api: bool = False  # a host-map-only change applied through HAProxy's runtime API, no reload
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ def generate(settings: Any, dry_run: bool = False, allow_empty: bool = False) ->
         apply.check_config(settings.haproxy_bin, render_for, roles)
         apply.swap(changed)
         log.info("swapped in %s", ", ".join(f.path for f in changed))
+        if runtime.apply_map_change(settings, changed):
+            return Outcome(routing, tuple(f.path for f in changed), runtime_api=True)
         if settings.reload_command:
             apply.run_reload(settings.reload_command)
             return Outcome(routing, tuple(f.path for f in changed), reloaded=True)

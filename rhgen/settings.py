@@ -310,6 +310,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("watch_settle", "RHGEN_SETTLE", parse_settle, "watch: seconds without further change before regenerating (bursts give one run)."),
     Setting("watch_resync", "RHGEN_RESYNC", parse_seconds, "watch: regenerate at least this often, changed or not (safety net)."),
     Setting("watch_max_wait", "RHGEN_WATCH_MAX_WAIT", parse_max_wait, "watch: seconds one Rancher long poll of /version waits (1-120)."),
+    Setting("haproxy_stats_socket", "HAPROXY_STATS_SOCKET", parse_file_path, "Admin stats socket for reload-free host map updates; empty is off.", security=True),
     Setting("syslog_host", "SYSLOG_HOST", parse_syslog_host, "Send haproxy logs to this syslog host[:port]."),
     Setting("syslog_facility", "SYSLOG_FACILITY", parse_facility, "Syslog facility of haproxy logs."),
 )
@@ -318,7 +319,7 @@ BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 PATH_SETTINGS = {
     "haproxy_config", "haproxy_backend_config", "haproxy_domain_map", "haproxy_ssl_cert",
     "haproxy_ssl_cert_dir", "haproxy_ssl_crt_list",
-    "template_dir", "metadata_file",
+    "template_dir", "metadata_file", "haproxy_stats_socket",
 }
 
 Settings = dataclasses.make_dataclass(

@@ -108,12 +108,12 @@ def generate(env: dict[str, str]) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_rancher_new_container_routes_within_a_second_and_a_burst_reloads_once(tmp_path, cleanup):
+def test_rancher_new_container_routes_within_a_second_and_a_burst_reloads_once(tmp_path, sockets, cleanup):
     metadata = started(cleanup, RancherMetadata())
     app1 = started(cleanup, App("app1", "127.0.0.11"))
     metadata.set([rancher_container("app1-web-1", "app1", app1.ip, app1.port)], {"aliases": {"app1": ["www"]}})
     port = free_port()
-    env = rhgen_env(tmp_path, port, RANCHER_API_HOST=metadata.host)
+    env = rhgen_env(tmp_path, port, RANCHER_API_HOST=metadata.host, HAPROXY_STATS_SOCKET=str(sockets / "stats.sock"))
     generate(env)
     haproxy = started(cleanup, Haproxy(tmp_path, port))
     watcher = started(cleanup, Watch({**env, "RELOAD_COMMAND": haproxy.reload_command}))
@@ -139,8 +139,14 @@ def test_rancher_new_container_routes_within_a_second_and_a_burst_reloads_once(t
     assert haproxy.reloads == reloads + 2
     assert sum("burst" in line or "52 servers" in line for line in watcher.out) == 1
 
+    # An alias only: the runtime API, no reload.
+    metadata.set(metadata=({"aliases": {"app1": ["www"], "app2": ["api"]}}))
+    haproxy.wait_routes("api.dev.tld", "app2", timeout=5)
+    watcher.wait_out("applied through the runtime API, no reload")
+    assert haproxy.reloads == reloads + 2
+
     assert watcher.stop(signal.SIGTERM) == 0
-    assert "watch stopped after" in watcher.err[-1] and "2 reloads" in watcher.err[-1]
+    assert "watch stopped after" in watcher.err[-1] and "2 reloads, 1 map updates" in watcher.err[-1]
 
 
 def test_rancher_errors_keep_the_configuration_and_are_retried(tmp_path, cleanup):
