@@ -1,4 +1,4 @@
-"""Real processes and servers the watch, Docker, routes and runtime-API tests drive.
+"""Real processes and servers the watch, Docker, routes and runtime-API tests drive (also used by bench/).
 
 - RancherMetadata: an HTTP server answering /<version>/containers, /self/service/metadata and
   /version, including the long poll (?wait=true&value=<v>&maxWait=<s>).
