@@ -367,6 +367,19 @@ class DockerDaemon:
 # --- HAProxy ---------------------------------------------------------------------------------
 
 
+def unix_command(path: str, command: str) -> str:
+    """One command to an haproxy CLI socket (master or stats), the answer as text."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(path)
+        sock.sendall(command.encode() + b"\n")
+        sock.shutdown(socket.SHUT_WR)  # the master CLI answers once it sees the end of input
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
 class Haproxy:
     """haproxy in master-worker mode with a master socket, on rhgen's generated files."""
 
@@ -397,23 +410,12 @@ class Haproxy:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                return self._master_once(command)
+                return unix_command(self.master_socket, command)
             except (ConnectionRefusedError, ConnectionResetError, FileNotFoundError):
                 # The master re-executes itself on every reload: its socket refuses for a moment.
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
-
-    def _master_once(self, command: str) -> str:
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.settimeout(5)
-            sock.connect(self.master_socket)
-            sock.sendall(command.encode() + b"\n")
-            sock.shutdown(socket.SHUT_WR)  # the master CLI answers once it sees the end of input
-            chunks = []
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        return b"".join(chunks).decode()
 
     def processes(self) -> tuple[int, list[int]]:
         """(reload counter of the master, pids of the current workers) from `show proc`."""

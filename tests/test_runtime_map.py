@@ -11,10 +11,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
-from servers import App, Haproxy, free_port, rancher_container, rhgen_env
+from servers import App, Haproxy, Watch, free_port, rancher_container, rhgen_env, unix_command
 
 
 class Setup:
@@ -154,3 +155,19 @@ def test_a_map_larger_than_haproxys_buffer_goes_in_chunks(setup):
     assert setup.haproxy.get("alias1999.dev.tld") == (200, "app2")
     assert setup.haproxy.get("alias0000.dev.tld") == (200, "app2")
     assert setup.haproxy.reloads == reloads
+
+
+def test_watch_repairs_a_live_map_that_drifted_from_the_file(setup):
+    # As if a runtime update had reached a worker on its way out: the live map lost a host.
+    stats, map_file = setup.env["HAPROXY_STATS_SOCKET"], str(setup.folder / "domain.map")
+    assert unix_command(stats, f"del map {map_file} www.dev.tld").strip() == ""
+    assert setup.haproxy.get("www.dev.tld")[0] == 503
+    reloads = setup.haproxy.reloads
+    watcher = Watch({**setup.env, "RHGEN_RESYNC": "0.2"})
+    try:
+        setup.haproxy.wait_routes("www.dev.tld", "app1", timeout=5)
+        time.sleep(0.8)  # several more resyncs: an equal map is left alone
+        assert sum("live host map differed" in line for line in watcher.err) == 1, watcher.err
+        assert setup.haproxy.reloads == reloads
+    finally:
+        assert watcher.stop() == 0
