@@ -392,7 +392,11 @@ class Haproxy:
              "-f", str(folder / "haproxy.cfg"), "-f", str(folder / "backends.cfg")],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        wait_for(self._listening, timeout=10, what="haproxy to listen")
+        try:
+            wait_for(self._listening, timeout=10, what="haproxy to listen")
+        except BaseException:
+            self.close()  # nobody else holds this object yet
+            raise
 
     @property
     def reload_command(self) -> str:
