@@ -297,5 +297,9 @@ def run_reload(command: str, anchor: str) -> None:
         detail = (result.stderr or result.stdout).strip().splitlines()
         last = f": {detail[-1]}" if detail else ""
         raise ApplyError(f"files swapped, but RELOAD_COMMAND exited {result.returncode}{last}")
+    clear_reload_pending(anchor)
+
+
+def clear_reload_pending(anchor: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(_marker(anchor, RELOAD_PENDING))

@@ -82,6 +82,10 @@ def generate(settings: Any, dry_run: bool, allow_empty: bool) -> None:
     outcome = run(settings, dry_run=dry_run, allow_empty=allow_empty)
     if dry_run and outcome.diff:
         click.echo(outcome.diff, nl=False)
+    click.echo(_summary(outcome, dry_run))
+
+
+def _summary(outcome: Any, dry_run: bool = False) -> str:
     routing = outcome.routing
     summary = f"{len(routing.routes)} hosts → {len(routing.backends)} backends, {routing.server_count} servers; "
     if outcome.changed:
@@ -91,7 +95,51 @@ def generate(settings: Any, dry_run: bool, allow_empty: bool) -> None:
         summary += "no change"
     if outcome.reloaded:
         summary += "; reloaded"
-    click.echo(summary)
+    if outcome.runtime_api:
+        summary += "; applied through the runtime API, no reload"
+    return summary
+
+
+@main.command()
+@setting_options
+@click.option("--allow-empty", is_flag=True, help="Allow a configuration that routes no host to replace one that does.")
+def watch(settings: Any, allow_empty: bool) -> None:
+    """Run generate whenever the source changes, until SIGTERM or SIGINT (then exit 0).
+
+    Rancher: long-polls /<version>/version. Docker: follows the events stream. File: polls
+    METADATA_FILE. Bursts of changes wait RHGEN_SETTLE seconds of quiet and give one run; a
+    failed run keeps the configuration in service and is retried with backoff; every
+    RHGEN_RESYNC seconds a run happens anyway. With HAPROXY_STATS_SOCKET, host-map-only
+    changes go through HAProxy's runtime API instead of a reload.
+    """
+    from . import apply, runtime
+    from . import watch as watching
+    from .pipeline import generate as run
+    from .sources import kind
+
+    counts = {"reloads": 0, "runtime": 0}
+
+    def cycle() -> bool:
+        try:
+            outcome = run(settings, allow_empty=allow_empty)
+            if not outcome.changed:
+                runtime.repair_drift(settings, settings.haproxy_domain_map, apply.read_live(settings.haproxy_domain_map))
+        except RhgenError as exc:
+            click.echo(f"rhgen: error: {exc}; the configuration in service stays", err=True)
+            return False
+        counts["reloads"] += outcome.reloaded
+        counts["runtime"] += outcome.runtime_api
+        if outcome.changed:
+            click.echo(_summary(outcome))
+        return True
+
+    click.echo(f"rhgen: watching the {kind(settings)} source", err=True)
+    runs = watching.run(settings, cycle)
+    click.echo(
+        f"rhgen: watch stopped after {runs} runs: {counts['reloads']} reloads, "
+        f"{counts['runtime']} map updates through the runtime API without a reload",
+        err=True,
+    )
 
 
 @main.command()

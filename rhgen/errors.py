@@ -27,3 +27,7 @@ class CheckError(RhgenError):
 
 class ApplyError(RhgenError):
     """Staging, swapping or reloading failed."""
+
+
+class RuntimeApiError(RhgenError):
+    """HAProxy's runtime API (stats socket) refused or failed a change; the caller reloads instead."""

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import apply, fingerprint, sources
+from . import apply, fingerprint, runtime, sources
 from .errors import ApplyError
 from .model import Routing, SourceData, build_routing
 from .settings import settings_warnings
@@ -26,6 +26,7 @@ class Outcome:
     changed: tuple[str, ...]  # live paths that differ (dry run) or were replaced
     diff: str = ""
     reloaded: bool = False
+    runtime_api: bool = False  # a host-map-only change applied through HAProxy's runtime API, no reload
 
 
 @dataclass(frozen=True)
@@ -105,11 +106,19 @@ def generate(settings: Any, dry_run: bool = False, allow_empty: bool = False) ->
             _guard_against_blanking(settings, routing, allow_empty)
             _warn_about_drop(settings, routing)
             apply.check_config(settings.haproxy_bin, render_for, roles, folder=os.path.dirname(os.path.abspath(anchor)))
-            apply.swap(changed, settings.haproxy_backend_config, reload_follows=bool(settings.reload_command))
+            already_pending = apply.reload_pending(anchor)
+            apply.swap(changed, anchor, reload_follows=bool(settings.reload_command))
             log.info("swapped in %s", ", ".join(f.path for f in changed))
-        fingerprint.write_stamp(settings.haproxy_backend_config, stamp_for(settings, model, inputs, files))
-        if settings.reload_command and (changed or apply.reload_pending(settings.haproxy_backend_config)):
-            apply.run_reload(settings.reload_command, settings.haproxy_backend_config)
+            fingerprint.write_stamp(anchor, stamp_for(settings, model, inputs, files))
+            # A host-map-only change goes to the running haproxy through its runtime API: no reload
+            # (unless an earlier reload is still owed).
+            if not already_pending and runtime.apply_map_change(settings, changed):
+                apply.clear_reload_pending(anchor)
+                return Outcome(routing, tuple(f.path for f in changed), runtime_api=True)
+        else:
+            fingerprint.write_stamp(anchor, stamp_for(settings, model, inputs, files))
+        if settings.reload_command and (changed or apply.reload_pending(anchor)):
+            apply.run_reload(settings.reload_command, anchor)
             return Outcome(routing, tuple(f.path for f in changed), reloaded=True)
     return Outcome(routing, tuple(f.path for f in changed))
 

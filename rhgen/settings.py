@@ -93,11 +93,15 @@ def parse_percent(raw: Any) -> int:
     return int(text)
 
 
-def parse_seconds(raw: Any) -> float:
+def _parse_float(raw: Any) -> float:
     try:
-        value = float(str(raw).strip())
+        return float(str(raw).strip())
     except ValueError:
         raise ValueError("is not a number of seconds") from None
+
+
+def parse_seconds(raw: Any) -> float:
+    value = _parse_float(raw)
     if not 0 < value <= 3600:
         raise ValueError("must be more than 0 and at most 3600 seconds")
     return value
@@ -222,12 +226,50 @@ def parse_command(raw: Any) -> str:
     return text
 
 
+def parse_source(raw: Any) -> str:
+    text = parse_text(raw).lower()
+    if text not in SOURCES:
+        raise ValueError(f"is not a source (use {', '.join(SOURCES)})")
+    return text
+
+
+def is_docker_host(text: str) -> bool:
+    """unix:///path/docker.sock or tcp://host:port (plain HTTP), as the docker CLI reads DOCKER_HOST."""
+    return bool(re.fullmatch(r"unix:///[^\s\"'#%\\]+", text) or re.fullmatch(r"tcp://[A-Za-z0-9_.:\[\]-]+", text))
+
+
+def parse_docker_network(raw: Any) -> str:
+    text = parse_text(raw)
+    if text and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
+        raise ValueError("is not a Docker network name")
+    return text
+
+
+def parse_settle(raw: Any) -> float:
+    value = _parse_float(raw)
+    if not 0 <= value <= 60:
+        raise ValueError("must be between 0 and 60 seconds")
+    return value
+
+
+def parse_max_wait(raw: Any) -> int:
+    try:
+        value = _parse_int(raw)
+    except ValueError:
+        raise ValueError("is not a whole number of seconds (1-120)") from None
+    if not 1 <= value <= 120:
+        raise ValueError("must be between 1 and 120 seconds (the metadata service's limit)")
+    return value
+
+
 def parse_syslog_host(raw: Any) -> str:
     text = parse_text(raw)
     if text and not re.fullmatch(r"[A-Za-z0-9_.:\[\]-]+", text):
         raise ValueError("is not a host or host:port")
     return text
 
+
+SOURCES = ("rancher", "docker", "file")
 
 _FACILITIES = {
     "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
@@ -289,6 +331,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("drop_warning", "RHGEN_DROP_WARNING", parse_percent, "Warn when a run drops more than this share of routed hosts (percent; 100 never warns)."),
     Setting("disable_metadata", "DISABLE_METADATA", parse_bool, "Read METADATA_FILE instead of the metadata service."),
     Setting("metadata_file", "METADATA_FILE", parse_file_path, "Answers file (JSON or YAML: containers, self_service_metadata)."),
+    Setting("source", "RHGEN_SOURCE", parse_source, "Where containers come from: rancher, docker or file (DISABLE_METADATA=true means file)."),
+    Setting("docker_host", "DOCKER_HOST", parse_text, "Docker Engine API: unix:///path/docker.sock or tcp://host:port."),
+    Setting("docker_network", "RHGEN_DOCKER_NETWORK", parse_docker_network, "Docker network whose container IPs are routed to; empty takes each container's first."),
+    Setting("watch_settle", "RHGEN_SETTLE", parse_settle, "watch: seconds without further change before regenerating (bursts give one run)."),
+    Setting("watch_resync", "RHGEN_RESYNC", parse_seconds, "watch: regenerate at least this often, changed or not (safety net)."),
+    Setting("watch_max_wait", "RHGEN_WATCH_MAX_WAIT", parse_max_wait, "watch: seconds one Rancher long poll of /version waits (1-120)."),
+    Setting("haproxy_stats_socket", "HAPROXY_STATS_SOCKET", parse_file_path, "Admin stats socket for reload-free host map updates; empty is off.", security=True),
     Setting("syslog_host", "SYSLOG_HOST", parse_syslog_host, "Send haproxy logs to this syslog host[:port]."),
     Setting("syslog_facility", "SYSLOG_FACILITY", parse_facility, "Syslog facility of haproxy logs."),
 )
@@ -297,7 +346,7 @@ BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 PATH_SETTINGS = {
     "haproxy_config", "haproxy_backend_config", "haproxy_domain_map", "haproxy_ssl_cert",
     "haproxy_ssl_cert_dir", "haproxy_ssl_crt_list",
-    "template_dir", "metadata_file",
+    "template_dir", "metadata_file", "haproxy_stats_socket",
 }
 
 Settings = dataclasses.make_dataclass(
@@ -385,6 +434,16 @@ def _check_together(settings: Any) -> None:
         for env, value in (("STATS_USERNAME", settings.stats_username), ("STATS_PASSWORD", settings.stats_password)):
             if not value:
                 raise SettingsError(f"setting {env} is empty: ENABLE_STATS needs a user name and a password")
+    if settings.disable_metadata and settings.source == "docker":
+        raise SettingsError("settings DISABLE_METADATA=true (the file source) and RHGEN_SOURCE=docker contradict each other")
+    if settings.source == "file" and not settings.metadata_file:
+        raise SettingsError("setting METADATA_FILE is required when RHGEN_SOURCE is file")
+    # Checked only when used: DOCKER_HOST is often set for the docker CLI (ssh://, tls) on hosts that use another source.
+    if settings.source == "docker" and not is_docker_host(settings.docker_host):
+        raise SettingsError(
+            f"setting DOCKER_HOST ({settings.origin.get('docker_host', 'unset')}): {settings.docker_host!r} "
+            "is not unix:///path/to/docker.sock or tcp://host:port"
+        )
     ports = {"HTTP_PORT": settings.http_port}
     if settings.enable_ssl:
         ports["HTTPS_PORT"] = settings.https_port

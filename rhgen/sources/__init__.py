@@ -1,7 +1,10 @@
-"""Fetch stage: one module per metadata source, each returning the same SourceData."""
+"""Fetch stage: one module per metadata source (rancher, docker, file), each returning the same SourceData
+and each able to watch for changes."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import SourceError
@@ -33,11 +36,44 @@ def _kind(value: Any) -> str:
     return kinds.get(type(value), type(value).__name__)
 
 
+def retry_delay(failures: int, first: float = 0.5, cap: float = 30.0) -> float:
+    """Seconds to wait after `failures` failures in a row: 0.5, 1, 2, 4 ... at most `cap`."""
+    return min(first * 2 ** max(failures - 1, 0), cap)
+
+
+def kind(settings: Any) -> str:
+    """rancher, docker or file; DISABLE_METADATA=true keeps meaning the file source."""
+    return "file" if settings.disable_metadata else settings.source
+
+
 def fetch(settings: Any) -> SourceData:
-    if settings.disable_metadata:
+    source = kind(settings)
+    if source == "file":
         from . import file
 
         return file.fetch(settings.metadata_file)
+    if source == "docker":
+        from . import docker
+
+        return docker.fetch(settings)
     from . import rancher
 
     return rancher.fetch(settings)
+
+
+def watch(settings: Any, notify: Callable[[], None], stop: threading.Event) -> None:
+    """Block until `stop` is set, calling notify() whenever the source may have changed.
+    Each source module has a `watch` of this shape; failures are logged and retried there."""
+    source = kind(settings)
+    if source == "file":
+        from . import file
+
+        file.watch(settings.metadata_file, notify, stop)
+    elif source == "docker":
+        from . import docker
+
+        docker.watch(settings, notify, stop)
+    else:
+        from . import rancher
+
+        rancher.watch(settings, notify, stop)

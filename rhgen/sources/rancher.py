@@ -1,11 +1,16 @@
-"""Rancher 1.x metadata source: GET /<version>/containers and /<version>/self/service/metadata."""
+"""Rancher 1.x metadata source: GET /<version>/containers and /<version>/self/service/metadata.
+
+Watching long-polls /<version>/version?wait=true&value=<last>: the service answers as soon
+as its opaque version string differs from <last>, or after maxWait seconds with the same one.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import requests
@@ -13,11 +18,15 @@ import urllib3
 
 from ..errors import SourceError
 from ..model import SourceData
-from . import source_data
+from . import retry_delay, source_data
 
 log = logging.getLogger(__name__)
 
 _MISSING = object()
+
+
+# A long poll that comes back unchanged sooner than this means the service ignores wait=true.
+MIN_POLL_SECONDS = 1.0
 
 
 def base_url(host: str, version: str) -> str:
@@ -28,25 +37,79 @@ def base_url(host: str, version: str) -> str:
 
 def fetch(settings: Any) -> SourceData:
     root = base_url(settings.rancher_api_host, settings.rancher_api_version)
-    with requests.Session() as session:
-        session.headers["Accept"] = "application/json"
-        session.trust_env = False  # the metadata service is local: never through an HTTP proxy
+    with _session() as session:
         containers = get_json(session, f"{root}/containers", settings)
         metadata = get_json(session, f"{root}/self/service/metadata", settings, missing=None)
     return source_data(containers, metadata, f"metadata {root}")
 
 
-def get_json(session: requests.Session, url: str, settings: Any, missing: Any = _MISSING) -> Any:
-    """One JSON answer, retried on refusal, timeout and 5xx; 404 gives `missing` when allowed."""
+def _session() -> requests.Session:
+    session = requests.Session()
+    session.headers["Accept"] = "application/json"
+    session.trust_env = False  # the metadata service is local: never through an HTTP proxy
+    return session
+
+
+def watch(settings: Any, notify: Callable[[], None], stop: threading.Event) -> None:
+    """Long-poll the version; notify() on the first answer and on every change."""
+    url = f"{base_url(settings.rancher_api_host, settings.rancher_api_version)}/version"
+    last: str | None = None
+    failures = 0
+    with _session() as session:
+        while not stop.is_set():
+            params = {} if last is None else {"wait": "true", "value": last, "maxWait": str(settings.watch_max_wait)}
+            started = time.monotonic()
+            try:
+                version = _get_version(session, url, params, settings)
+            except (requests.RequestException, SourceError) as exc:
+                failures += 1
+                delay = retry_delay(failures)
+                reason = connection_reason(exc) if isinstance(exc, requests.ConnectionError) else str(exc)
+                log.warning("watching metadata %s: %s; trying again in %.1f s", url, reason, delay)
+                stop.wait(delay)
+                continue
+            if failures:
+                log.warning("watching metadata %s: answering again", url)
+                failures = 0
+            if version != last:
+                log.info("metadata version %s -> %s", last, version)
+                last = version
+                notify()
+            elif time.monotonic() - started < MIN_POLL_SECONDS:
+                stop.wait(MIN_POLL_SECONDS)
+
+
+def _get_version(session: requests.Session, url: str, params: dict[str, str], settings: Any) -> str:
+    # The read timeout covers the whole long poll: the service holds the answer up to maxWait.
+    timeout = (settings.metadata_connect_timeout, settings.watch_max_wait + settings.metadata_read_timeout)
+    answer = session.get(url, params=params, timeout=timeout, allow_redirects=False)
+    if answer.status_code != 200:
+        raise SourceError(f"HTTP {answer.status_code}")
+    text = answer.text.strip()
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = text  # plain-text answer (no JSON negotiated): the version itself
+    if not isinstance(value, str | int) or not str(value):
+        raise SourceError(f"version answer is not a version string ({_preview(answer.content)})")
+    return str(value)
+
+
+def get_json(
+    session: requests.Session, url: str, settings: Any, missing: Any = _MISSING, what: str = "", **params: str
+) -> Any:
+    """One JSON answer, retried on refusal, timeout and 5xx; 404 gives `missing` when allowed.
+    `what` names the resource in messages (default "metadata <url>")."""
+    what = what or f"metadata {url}"
     attempts = settings.metadata_retries + 1
     for attempt in range(1, attempts + 1):
         try:
-            return _get_once(session, url, settings, missing)
+            return _get_once(session, url, settings, missing, what, params)
         except _Transient as exc:
             if attempt == attempts:
                 tries = f" after {attempts} tries" if attempts > 1 else ""
-                raise SourceError(f"metadata {url}: {exc}{tries}") from None
-            log.info("metadata %s: %s; retrying", url, exc)
+                raise SourceError(f"{what}: {exc}{tries}") from None
+            log.info("%s: %s; retrying", what, exc)
             time.sleep(min(0.25 * 2 ** (attempt - 1), 2.0))
     raise AssertionError("unreachable")
 
@@ -55,11 +118,14 @@ class _Transient(Exception):
     """A failure worth another try."""
 
 
-def _get_once(session: requests.Session, url: str, settings: Any, missing: Any) -> Any:
+def _get_once(
+    session: requests.Session, url: str, settings: Any, missing: Any, what: str, params: dict[str, str]
+) -> Any:
     deadline = time.monotonic() + settings.metadata_read_timeout
     try:
         with session.get(
             url,
+            params=params,
             timeout=(settings.metadata_connect_timeout, settings.metadata_read_timeout),
             stream=True,
             allow_redirects=False,
@@ -69,34 +135,34 @@ def _get_once(session: requests.Session, url: str, settings: Any, missing: Any) 
             if answer.status_code >= 500:
                 raise _Transient(f"HTTP {answer.status_code}")
             if answer.status_code != 200:
-                raise SourceError(f"metadata {url}: HTTP {answer.status_code}")
-            body = _read_body(answer, url, deadline, settings.metadata_max_bytes)
+                raise SourceError(f"{what}: HTTP {answer.status_code}")
+            body = _read_body(answer, what, deadline, settings.metadata_max_bytes)
     except requests.Timeout:
         raise _Transient("timed out") from None
     except requests.exceptions.ChunkedEncodingError:
         raise _Transient("answer cut short") from None
     except requests.ConnectionError as exc:
-        raise _Transient(_connection_reason(exc)) from None
+        raise _Transient(connection_reason(exc)) from None
     except requests.RequestException as exc:
-        raise SourceError(f"metadata {url}: {exc.__class__.__name__}") from None
+        raise SourceError(f"{what}: {exc.__class__.__name__}") from None
     try:
         return json.loads(body)
     except ValueError:
-        raise SourceError(f"metadata {url}: answer is not JSON ({_preview(body)})") from None
+        raise SourceError(f"{what}: answer is not JSON ({_preview(body)})") from None
     except RecursionError:  # json raises it, not ValueError, for arrays nested a few thousand deep
-        raise SourceError(f"metadata {url}: answer is not JSON of a usable shape (nested too deeply)") from None
+        raise SourceError(f"{what}: answer is not JSON of a usable shape (nested too deeply)") from None
 
 
-def _read_body(answer: requests.Response, url: str, deadline: float, cap: int) -> bytes:
+def _read_body(answer: requests.Response, what: str, deadline: float, cap: int) -> bytes:
     """The whole body, at most `cap` bytes (RHGEN_MAX_ANSWER_BYTES): a runaway answer is an error, not a swap file."""
     declared = answer.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > cap:
-        raise SourceError(f"metadata {url}: answer of {int(declared)} bytes is over the {cap}-byte cap (RHGEN_MAX_ANSWER_BYTES)")
+        raise SourceError(f"{what}: answer of {int(declared)} bytes is over the {cap}-byte cap (RHGEN_MAX_ANSWER_BYTES)")
     chunks, size = [], 0
     for chunk in _pieces(answer, min(cap + 1, 256 * 1024)):
         size += len(chunk)
         if size > cap:
-            raise SourceError(f"metadata {url}: answer is over the {cap}-byte cap (RHGEN_MAX_ANSWER_BYTES)")
+            raise SourceError(f"{what}: answer is over the {cap}-byte cap (RHGEN_MAX_ANSWER_BYTES)")
         if time.monotonic() > deadline:
             raise _Transient("answer took longer than the read timeout")
         chunks.append(chunk)
@@ -124,13 +190,15 @@ def _pieces(answer: requests.Response, size: int) -> Iterator[bytes]:
         raise requests.exceptions.ContentDecodingError(exc) from None
 
 
-def _connection_reason(exc: requests.ConnectionError) -> str:
+def connection_reason(exc: requests.ConnectionError) -> str:
     text = str(exc)
     for needle, reason in (
         ("Name or service not known", "host name not found"),
         ("Temporary failure in name resolution", "host name not found"),
         ("nodename nor servname", "host name not found"),
         ("Connection refused", "connection refused"),
+        ("No such file or directory", "socket not found"),
+        ("Permission denied", "permission denied"),
         ("Read timed out", "timed out"),
         ("IncompleteRead", "answer cut short"),
         ("Connection broken", "answer cut short"),
