@@ -8,6 +8,8 @@
 #                   RHGEN_MODE=haproxy-only: the haproxy container of the sidekick layout: wait for
 #                   a valid configuration in the shared folder, run haproxy, reload whenever one of
 #                   the generated files changes (inotifywait, or polling without inotify-tools).
+#                   RHGEN_MODE=watch: as the default, with `rhgen watch` (regenerates on every change of
+#                   the source, within about a second) in place of the schedule.
 #   generate-maps   the sidekick: only the schedule, writing into the shared folder.
 #   anything else   run as a command: `rhgen routes`, `bash`.
 #
@@ -468,6 +470,18 @@ mode_all() {
     serve
 }
 
+# RHGEN_MODE=watch: as `all`, but `rhgen watch` (triggered by change, ~0.5 s) instead of the schedule.
+mode_watch() {
+    warn_default_stats_password
+    export RELOAD_COMMAND=${RELOAD_COMMAND:-$(printf '%q' "$here/rhgen-reload")}
+    until_success first_generate
+    start_haproxy
+    log "watch: rhgen watch regenerates on every change of the source"
+    rhgen watch &
+    helper_pid=$!
+    serve
+}
+
 mode_haproxy_only() {
     warn_default_stats_password
     # The sidekick writes the files; start once they form a configuration haproxy accepts.
@@ -505,6 +519,7 @@ if [ "$#" -gt 0 ]; then
 fi
 case "$RHGEN_MODE" in
     all) mode_all ;;
-    haproxy-only | watch) mode_haproxy_only ;;
-    *) die "RHGEN_MODE '$RHGEN_MODE' is not all or haproxy-only" ;;
+    watch) mode_watch ;;
+    haproxy-only) mode_haproxy_only ;;
+    *) die "RHGEN_MODE '$RHGEN_MODE' is not all, watch or haproxy-only" ;;
 esac

@@ -118,10 +118,24 @@ def measure_all() -> list[Convergence]:
     period = 10
     loop = ["sh", "-c", f"while true; do {sys.executable} -m rhgen generate; sleep {period}; done"]
     scheduled = measure(f"schedule, every {period} s (default)", loop, samples=4, period_hint=period)
-    return [
+    results = [
         Convergence(
             scheduled.mode, scheduled.samples,
             f"rhgen generate every {period} s as the crontab does, reload by SIGUSR2 to the haproxy master; "
             f"{SIZE:,} containers. Expect about half the period plus one changed run on average.",
         )
     ]
+    from . import watch_convergence  # rhgen watch against a long-polling metadata server
+
+    watched = watch_convergence.measure(rounds=10)
+    for kind, label in (("new_stack", "a new stack"), ("new_server", "a new server in a stack"), ("new_alias", "a new alias (runtime API)")):
+        figures = watched[f"{kind}_seconds"]
+        results.append(
+            Convergence(
+                f"watch: {label}", [figures["median"], figures["max"]],
+                f"rhgen watch (RHGEN_SETTLE 0.2 s) long-polling /version, 10 rounds; median and max shown "
+                f"(the samples column counts the two figures). In {watched['changes']} changes it reloaded "
+                f"{watched['reloads']} times: {watched['reloads_avoided']} reloads avoided through the runtime API.",
+            )
+        )
+    return results

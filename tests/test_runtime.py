@@ -3,6 +3,7 @@ haproxy and real backends on 127.0.0.x, a 1-second schedule (the plain loop: no 
 
 from __future__ import annotations
 
+import json
 import http.client
 import os
 import signal
@@ -295,3 +296,20 @@ def test_no_request_fails_across_twenty_reloads_under_load(procs, world):
     assert counts["failed"] == 0, counts["errors"]
     assert total >= 1000, "too few requests to say anything"
     assert proc.popen.poll() is None
+
+
+def test_watch_mode_follows_a_new_stack_within_a_second_or_two(procs, world, tmp_path):
+    answers = tmp_path / "metadata.json"
+    containers = [container("app1", "127.0.0.11", world.ports["app1-1"], index=1)]
+    answers.write_text(json.dumps({"containers": containers}))
+    env = {**world.env, "RHGEN_MODE": "watch", "DISABLE_METADATA": "true", "METADATA_FILE": str(answers)}
+    proc = start(procs, env)
+    wait_until(routes_to(world.http_port, "app1.dev.tld", "app1\n"), 15, what="app1 routed after start")
+    wait_until(lambda: "rhgen watching the file source" in proc.log() or "watching the file source" in proc.log(), 5,
+               what="rhgen watch started")
+    containers.append(container("app2", "127.0.0.21", world.ports["app2"]))
+    answers.write_text(json.dumps({"containers": containers}))
+    changed = time.monotonic()
+    wait_until(routes_to(world.http_port, "app2.dev.tld", "app2\n"), 5, what="new stack routed in watch mode")
+    assert time.monotonic() - changed < 3
+    assert "supercronic" not in proc.log()
