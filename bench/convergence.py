@@ -133,8 +133,8 @@ def measure_all() -> list[Convergence]:
         results.append(
             Convergence(
                 f"watch: {label}", [figures["median"], figures["max"]],
-                f"rhgen watch (RHGEN_SETTLE 0.2 s) long-polling /version, 10 rounds; median and max shown "
-                f"(the samples column counts the two figures). In {watched['changes']} changes it reloaded "
+                f"rhgen watch (RHGEN_SETTLE 0.2 s) long-polling /version, 10 rounds; median and max shown."
+                f" In {watched['changes']} changes it reloaded "
                 f"{watched['reloads']} times: {watched['reloads_avoided']} reloads avoided through the runtime API.",
             )
         )

@@ -44,7 +44,7 @@ class LoadResult:
 
 
 def _wrk(port: int, seconds: float, connections: int, close: bool) -> tuple[int, int, str]:
-    command = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--timeout", "5s"]
+    command = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{int(seconds)}s", "--timeout", "5s"]
     if close:
         command += ["-H", "Connection: close"]
     command += ["-H", "Host: app1.dev.tld", f"http://127.0.0.1:{port}/"]
