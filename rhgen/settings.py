@@ -133,6 +133,19 @@ def parse_text(raw: Any) -> str:
     return text.strip()
 
 
+def _optional_matching(pattern: str, reason: str) -> Callable[[Any], str]:
+    """A parser for free text that is empty or matches `pattern` whole; anything else fails with `reason`."""
+    compiled = re.compile(pattern)
+
+    def parse(raw: Any) -> str:
+        text = parse_text(raw)
+        if text and not compiled.fullmatch(text):
+            raise ValueError(reason)
+        return text
+
+    return parse
+
+
 def parse_word(raw: Any) -> str:
     """A value written into haproxy.cfg as one word: printable ASCII, no space, quote, # or %."""
     text = parse_text(raw)
@@ -141,11 +154,7 @@ def parse_word(raw: Any) -> str:
     return text
 
 
-def parse_label_name(raw: Any) -> str:
-    text = parse_text(raw)
-    if text and not re.fullmatch(r"[A-Za-z0-9_./-]+", text):
-        raise ValueError("is not a label name")
-    return text
+parse_label_name = _optional_matching(r"[A-Za-z0-9_./-]+", "is not a label name")
 
 
 def parse_path(raw: Any) -> str:
@@ -238,11 +247,7 @@ def is_docker_host(text: str) -> bool:
     return bool(re.fullmatch(r"unix:///[^\s\"'#%\\]+", text) or re.fullmatch(r"tcp://[A-Za-z0-9_.:\[\]-]+", text))
 
 
-def parse_docker_network(raw: Any) -> str:
-    text = parse_text(raw)
-    if text and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
-        raise ValueError("is not a Docker network name")
-    return text
+parse_docker_network = _optional_matching(r"[A-Za-z0-9][A-Za-z0-9_.-]*", "is not a Docker network name")
 
 
 def parse_settle(raw: Any) -> float:
@@ -262,11 +267,7 @@ def parse_max_wait(raw: Any) -> int:
     return value
 
 
-def parse_syslog_host(raw: Any) -> str:
-    text = parse_text(raw)
-    if text and not re.fullmatch(r"[A-Za-z0-9_.:\[\]-]+", text):
-        raise ValueError("is not a host or host:port")
-    return text
+parse_syslog_host = _optional_matching(r"[A-Za-z0-9_.:\[\]-]+", "is not a host or host:port")
 
 
 SOURCES = ("rancher", "docker", "file")
