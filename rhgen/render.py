@@ -7,6 +7,7 @@ the same name in RHGEN_TEMPLATE_DIR.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -62,7 +63,10 @@ def _bind_host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
+@functools.lru_cache(maxsize=4)
 def environment(template_dir: str = "") -> jinja2.Environment:
+    """One environment per template folder, so the live and the staged rendering of a run (and
+    every run of `rhgen watch`) share compiled templates; Jinja2 still reloads a changed file."""
     loaders: list[jinja2.BaseLoader] = []
     if template_dir:
         loaders.append(jinja2.FileSystemLoader(template_dir))
