@@ -25,6 +25,18 @@ set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
 
+# Started as root (the image's default): drop to the unprivileged user rhgen at once, with the
+# group of a mounted Docker socket as its only extra group, so `-v /var/run/docker.sock:...`
+# needs no --user or --group-add. haproxy binds 80 and 443 through its file capability.
+RHGEN_USER=${RHGEN_USER:-rhgen}
+if [ "$(id -u)" = 0 ] && [ "$RHGEN_USER" != root ] && id "$RHGEN_USER" >/dev/null 2>&1; then
+    groups=--clear-groups
+    docker_socket=${DOCKER_HOST:-unix:///var/run/docker.sock}
+    docker_socket=${docker_socket#unix://}
+    if [ -S "$docker_socket" ]; then groups=--groups=$(stat -c %g "$docker_socket"); fi
+    exec setpriv --reuid="$RHGEN_USER" --regid="$RHGEN_USER" "$groups" --inh-caps=-all -- "$0" "$@"
+fi
+
 HAPROXY_BIN=${HAPROXY_BIN:-haproxy}
 HAPROXY_CONFIG=${HAPROXY_CONFIG:-/usr/local/etc/haproxy/haproxy.cfg}
 HAPROXY_BACKEND_CONFIG=${HAPROXY_BACKEND_CONFIG:-/usr/local/etc/haproxy/backends.cfg}

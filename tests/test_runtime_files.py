@@ -202,14 +202,14 @@ def test_dockerfile_holds_what_the_runtime_needs():
     # rhgen in a virtualenv; an unprivileged user that may still bind 80 and 443.
     assert "python3 -m venv /opt/rhgen/venv" in runs and "/opt/rhgen/venv/bin/pip install" in runs
     assert "setcap cap_net_bind_service=+ep /usr/sbin/haproxy" in runs
-    user = [rest for keyword, rest in instructions if keyword == "USER"][-1]
-    assert user.split(":")[0] not in ("root", "0")
+    # It starts as root only to drop to that user in the entrypoint (tests/test_image.py runs it).
+    assert not [rest for keyword, rest in instructions if keyword == "USER"]
     assert ("ENTRYPOINT", '["/opt/rhgen/entrypoint.sh"]') in instructions
     # Every file it copies exists in the repository.
     for keyword, rest in instructions:
         if keyword == "COPY":
             for source in rest.split()[:-1]:
-                assert (REPO / source).exists(), source
+                assert source == ".wheel[s]" or (REPO / source).exists(), source  # the optional wheelhouse
 
 
 # --- compose examples -----------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Test support shared by the tests and bench/: real daemons and images, set up once."""

@@ -1,0 +1,192 @@
+"""The real Docker Engine for tests: a client for the daemon .ci/run starts, the images the tests
+need (built locally, never pulled), and cleanup of everything a test run creates.
+
+Every container, network and volume made through `DockerLab` carries the label
+`rhgen.test=<run id>` and is removed when the lab closes, also after a failure; images are kept
+as a cache between runs. Traffic goes only to ports published on 127.0.0.1 and to containers
+made here, on networks made here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+LABEL = "rhgen.test"
+RHGEN_IMAGE = os.environ.get("RHGEN_TEST_IMAGE", "rhgen:test")
+BACKEND_IMAGE = "rhgen-test-busybox:1"
+BUSYBOX = "/bin/busybox"
+# The busybox applets the backend image needs: sh for the command line, httpd to serve, hostname to say who answers.
+APPLETS = ("sh", "httpd", "hostname", "sleep", "cat", "echo", "mkdir", "nc", "wget", "ls", "kill")
+
+
+class DockerUnavailable(Exception):
+    """No Docker daemon answers: a skip on a developer's machine, a failure in CI."""
+
+
+def docker_cli() -> str:
+    found = shutil.which("docker")
+    if not found:
+        raise DockerUnavailable("the docker client is not installed (apt-get install docker.io)")
+    return found
+
+
+def daemon_answers(timeout: float = 20.0) -> None:
+    """Wait (bounded) until `docker version` reaches the daemon; DockerUnavailable with the reason otherwise."""
+    cli = docker_cli()
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        done = subprocess.run([cli, "version", "--format", "{{.Server.Version}}"], capture_output=True, text=True,
+                              timeout=30)
+        if done.returncode == 0:
+            return
+        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+        time.sleep(0.5)
+    raise DockerUnavailable(f"no Docker daemon answers ({last}); .ci/run starts one")
+
+
+def docker(*args: str, check: bool = True, timeout: float = 120, input: str | None = None) -> str:  # noqa: A002
+    """Run the docker client; its stdout, stripped. A failure raises with docker's own message."""
+    done = subprocess.run([docker_cli(), *args], capture_output=True, text=True, timeout=timeout, input=input)
+    if check and done.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)}: exit {done.returncode}: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def image_exists(name: str) -> bool:
+    return subprocess.run([docker_cli(), "image", "inspect", name], capture_output=True).returncode == 0
+
+
+def build_backend_image() -> str:
+    """A 1 MB image of Debian's static busybox: `httpd` answers with the container's host name."""
+    if image_exists(BACKEND_IMAGE):
+        return BACKEND_IMAGE
+    if not os.path.exists(BUSYBOX):
+        raise DockerUnavailable(f"{BUSYBOX} is missing (apt-get install busybox-static)")
+    with tempfile.TemporaryDirectory() as folder:
+        archive = Path(folder) / "rootfs.tar"
+        with tarfile.open(archive, "w") as tar:
+            tar.add(BUSYBOX, arcname="bin/busybox")
+            for applet in APPLETS:
+                link = tarfile.TarInfo(f"bin/{applet}")
+                link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+                tar.addfile(link)
+            for empty in ("www", "tmp", "etc"):
+                entry = tarfile.TarInfo(empty)
+                entry.type, entry.mode = tarfile.DIRTYPE, 0o1777
+                tar.addfile(entry)
+        docker("import", "--change", 'CMD ["/bin/sh"]', str(archive), BACKEND_IMAGE, timeout=300)
+    return BACKEND_IMAGE
+
+
+def build_rhgen_image() -> str:
+    """The image from the repository's Dockerfile through docker/build.sh; Docker's cache makes a
+    rebuild of unchanged sources quick. Set RHGEN_TEST_IMAGE to test an image built elsewhere."""
+    if "RHGEN_TEST_IMAGE" in os.environ:
+        if not image_exists(RHGEN_IMAGE):
+            raise AssertionError(f"RHGEN_TEST_IMAGE={RHGEN_IMAGE} does not exist")
+        return RHGEN_IMAGE
+    done = subprocess.run(
+        ["sh", str(REPO / "docker" / "build.sh"), RHGEN_IMAGE, "--quiet"],
+        env={**os.environ, "SUPERCRONIC_VERSION": os.environ.get("SUPERCRONIC_VERSION", "none")},
+        capture_output=True, text=True, timeout=1500,
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"docker/build.sh failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+    return RHGEN_IMAGE
+
+
+BACKEND_COMMAND = ("sh", "-c", "hostname > /www/index.html; exec httpd -f -p 80 -h /www")
+
+
+class DockerLab:
+    """Containers, networks and volumes of one test session, all labelled and all removed at close()."""
+
+    def __init__(self) -> None:
+        self.run_id = uuid.uuid4().hex[:10]
+        self.prefix = f"rt{self.run_id[:6]}"  # names stay short and unique to this run
+
+    @property
+    def label(self) -> str:
+        return f"{LABEL}={self.run_id}"
+
+    def name(self, base: str) -> str:
+        return f"{self.prefix}-{base}"
+
+    def network(self, base: str, *options: str) -> str:
+        name = self.name(base)
+        docker("network", "create", "--label", self.label, *options, name)
+        return name
+
+    def volume(self, base: str) -> str:
+        name = self.name(base)
+        docker("volume", "create", "--label", self.label, name)
+        return name
+
+    def run(self, image: str, *command: str, name: str | None = None, network: str | None = None,
+            labels: dict[str, str] | None = None, options: Sequence[str] = ()) -> str:
+        """`docker run -d` with the run's label; the container's id."""
+        args = ["run", "-d", "--label", self.label]
+        if name:
+            args += ["--name", name]
+        if network:
+            args += ["--network", network]
+        for key, value in (labels or {}).items():
+            args += ["--label", f"{key}={value}"]
+        return docker(*args, *options, image, *command)
+
+    def backend(self, name: str, network: str, labels: dict[str, str] | None = None,
+                options: Sequence[str] = ()) -> str:
+        """A busybox httpd on port 80 answering its host name (the container's name unless options say)."""
+        return self.run(BACKEND_IMAGE, *BACKEND_COMMAND, name=name, network=network, labels=labels,
+                        options=["--hostname", name, *options])
+
+    def inspect(self, container: str) -> dict[str, Any]:
+        return json.loads(docker("inspect", container))[0]
+
+    def ip(self, container: str, network: str) -> str:
+        return self.inspect(container)["NetworkSettings"]["Networks"][network]["IPAddress"]
+
+    def logs(self, container: str) -> str:
+        done = subprocess.run([docker_cli(), "logs", container], capture_output=True, text=True, timeout=30)
+        return done.stdout + done.stderr
+
+    def published_port(self, container: str, port: str = "80/tcp") -> int:
+        bindings = self.inspect(container)["NetworkSettings"]["Ports"][port]
+        return int(bindings[0]["HostPort"])
+
+    def close(self) -> None:
+        """Remove every container, then network and volume, of this run (images stay as a cache)."""
+        where = ["--filter", f"label={self.label}"]
+        containers = docker("ps", "-aq", *where, check=False).split()
+        if containers:
+            docker("rm", "-f", "-v", *containers, check=False, timeout=120)
+        for kind in ("network", "volume"):
+            names = docker(kind, "ls", "-q", *where, check=False).split()
+            if names:
+                docker(kind, "rm", *names, check=False)
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (OSError, AssertionError) as exc:
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
