@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, settings as hypothesis_settings
 
 from helpers import BackendServers, Haproxy, MetadataServer, make_target, run_rhgen as run, start_demo
 from reliability_ledger import LEDGER, short_id
+from support.docker import DockerLab, DockerUnavailable, build_backend_image, build_rhgen_image, daemon_answers
 
 # Property tests: "ci" (the default, what the README's test command runs) tries 1,000 examples per
 # property; RHGEN_HYPOTHESIS_PROFILE=quick tries 100 while you iterate. No deadline: haproxy -c
@@ -98,3 +99,38 @@ def haproxy(target, tmp_path):
     proxy = Haproxy(target, tmp_path / "haproxy.log")
     yield proxy
     proxy.stop()
+
+
+# --- the real Docker Engine ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def docker_daemon():
+    """The Docker daemon .ci/run starts. Missing: a skip with the reason, but a failure in CI."""
+    try:
+        daemon_answers()
+    except DockerUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs Docker: {exc}")
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def backend_image(docker_daemon):
+    """The busybox httpd image (built once, kept as a cache)."""
+    return build_backend_image()
+
+
+@pytest.fixture(scope="session")
+def rhgen_image(docker_daemon):
+    """The rhgen image built from this checkout with docker/build.sh (Docker's cache keeps it quick)."""
+    return build_rhgen_image()
+
+
+@pytest.fixture
+def docker_lab(backend_image):
+    """A test's containers, networks and volumes, labelled rhgen.test=<id> and removed afterwards.
+    Its routing label (lab.route_label) is unique too, so rhgen sees only this test's containers."""
+    lab = DockerLab()
+    yield lab
+    lab.close()

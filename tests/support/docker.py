@@ -118,6 +118,11 @@ class DockerLab:
         self.prefix = f"rt{self.run_id[:6]}"  # names stay short and unique to this run
 
     @property
+    def route_label(self) -> str:
+        """A RANCHER_LABEL of this lab alone: the daemon is shared with other tests and developers."""
+        return f"{self.prefix}.http"
+
+    @property
     def label(self) -> str:
         return f"{LABEL}={self.run_id}"
 
