@@ -24,10 +24,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 LABEL = "rhgen.test"
 RHGEN_IMAGE = os.environ.get("RHGEN_TEST_IMAGE", "rhgen:test")
-BACKEND_IMAGE = "rhgen-test-busybox:1"
+BACKEND_IMAGE = "rhgen-test-busybox:2"  # bump when APPLETS change: the image is cached by name
 BUSYBOX = "/bin/busybox"
 # The busybox applets the backend image needs: sh for the command line, httpd to serve, hostname to say who answers.
-APPLETS = ("sh", "httpd", "hostname", "sleep", "cat", "echo", "mkdir", "nc", "wget", "ls", "kill")
+APPLETS = ("sh", "httpd", "hostname", "sleep", "cat", "echo", "mkdir", "mv", "rm", "chmod", "ps", "nc", "wget", "ls", "kill")
 
 
 class DockerUnavailable(Exception):
