@@ -67,7 +67,10 @@ fi
 wheels="$top/.wheels"
 rm -rf "$wheels"
 trap 'rm -rf "$wheels"' EXIT
-python3 -m pip wheel --quiet --disable-pip-version-check -w "$wheels" "$top" setuptools wheel
+# (pip's notes on find-links folders of this machine's pip configuration that do not exist are noise here)
+python3 -m pip wheel --quiet --disable-pip-version-check -w "$wheels" "$top" setuptools wheel 2>&1 |
+    grep -v "^WARNING: Location '.*' is ignored: it is neither a file nor a directory" >&2 || true
+ls "$wheels"/*.whl >/dev/null 2>&1 || { say "pip could not build the wheelhouse"; exit 1; }
 rm -f "$wheels"/rhgen-*.whl
 
 set -- --tag "$tag" "$@"
