@@ -156,8 +156,8 @@ def stage(path: str, content: bytes, mode: int, secret: bool = False) -> str:
     returns its name. It takes the mode (and, as root, the owner) of the file it will replace,
     except that a file holding key material is never readable by group or others."""
     folder = os.path.dirname(os.path.abspath(path))
-    try:
-        current = os.stat(path)
+    try:  # a link is replaced, never followed: its target's mode and owner are not the new file's
+        current = None if os.path.islink(path) else os.stat(path)
     except FileNotFoundError:
         current = None
     if current:
@@ -248,15 +248,21 @@ def _inode_flags(path: str) -> int:
 
 
 def _mount_points() -> set[str]:
+    """Every mount point of this process (field 5 of mountinfo, with " ", tab, newline and "\\"
+    octal-escaped): a file mounted on its own (docker run -v file:file) cannot be renamed over."""
     try:
         lines = Path("/proc/self/mountinfo").read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return set()
-    # field 5 is the mount point, with space, tab, newline and backslash octal-escaped
-    return {re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4]) for line in lines if len(line.split()) > 4}
+    points = set()
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 4:
+            points.add(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]))
+    return points
 
 
-def why_not_replaceable(path: str, mounts: set[str] | None = None) -> str | None:
+def why_not_replaceable(path: str, mounts: set[str]) -> str | None:
     """Why a rename over path would fail, found out before any file is swapped; None when it can."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -264,15 +270,15 @@ def why_not_replaceable(path: str, mounts: set[str] | None = None) -> str | None
     if os.statvfs(folder).f_flag & os.ST_RDONLY:
         return f"folder {folder} is on a read-only file system"
     if _inode_flags(folder) & (_FS_IMMUTABLE_FL | _FS_APPEND_FL):
-        return f"folder {folder} is immutable (chattr +i/+a)"
-    if not os.path.lexists(path):
+        return f"folder {folder} is immutable, chattr +i/+a"
+    if not os.path.lexists(path) or os.path.islink(path):  # a link itself is replaced, whatever it points at
         return None
-    if os.path.isdir(path) and not os.path.islink(path):
-        return "is a folder"
+    if os.path.isdir(path):
+        return "a folder is in the way"
     if _inode_flags(path) & (_FS_IMMUTABLE_FL | _FS_APPEND_FL):
-        return "is immutable (chattr +i/+a)"
-    if os.path.realpath(path) in (_mount_points() if mounts is None else mounts) and not os.path.islink(path):
-        return "is a mount point of its own (a bind-mounted file cannot be replaced by rename)"
+        return "immutable, chattr +i/+a"
+    if os.path.join(os.path.realpath(folder), os.path.basename(path)) in mounts:
+        return "a file mounted on its own, which no rename can replace"
     return None
 
 
