@@ -435,9 +435,9 @@ def run_reload(command: str, anchor: str) -> None:
 
 def leftovers(paths: Sequence[str]) -> bool:
     """Whether a killed run left temp files or a staging folder beside these paths (one listdir each)."""
+    prefixes = tuple(_temp_prefix(p) for p in paths)
     for folder in dict.fromkeys(os.path.dirname(os.path.abspath(p)) for p in paths):
         with contextlib.suppress(OSError):
-            prefixes = tuple(_temp_prefix(p) for p in paths)
             if any(n.startswith(CHECK_PREFIX) or (n.startswith(prefixes) and n.endswith(".tmp")) for n in os.listdir(folder)):
                 return True
     return False
