@@ -27,7 +27,9 @@ from rhgen import apply, pipeline, render, sources
 from rhgen.model import build_routing
 from rhgen.settings import load_settings
 from test_tls_certificates import chain_pem, key_pem
-from test_generate import APP1, APP2, error_lines, live, map_entries, script, warning_lines  # noqa: F401
+from test_generate import (  # noqa: F401 - live is a fixture
+    APP1, APP2, error_lines, live, map_entries, script, seed_style_config, warning_lines,
+)
 
 MACHINE = "Faults of the machine"
 KILL_RUNS = int(os.environ.get("RHGEN_KILL_RUNS", "200"))  # CI runs the default; lower it while iterating
@@ -266,6 +268,27 @@ def test_a_rename_that_fails_after_the_check_puts_back_the_files_already_swapped
     assert temp_leftovers(target.folder) == []
     reliability(MACHINE, "a rename failing after the others (file pinned during haproxy -c)",
                 held=HELD + "; the files already renamed were put back, no reload owed")
+
+
+def test_a_users_own_haproxy_cfg_pinned_read_only_is_left_alone_while_the_rest_swaps(
+    metadata_server, run_rhgen, target, tmp_path, pinned, reliability
+):
+    # The report behind this: a user's haproxy.cfg made immutable, a changed run exited 1 with
+    # backends.cfg and domain.map already swapped. A file without rhgen's header is never written.
+    own = seed_style_config(target)
+    target.config.write_bytes(own)
+    metadata_server.containers(APP1)
+    assert run_rhgen(["generate"], target.env).returncode == 0
+    pinned(target.config, "chattr +i")
+    metadata_server.containers(APP1 + APP2)
+
+    result = run_rhgen(["generate"], target.env)
+
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.endswith("changed: backends.cfg, domain.map\n")
+    assert target.config.read_bytes() == own and "app2.dev.tld" in map_entries(target)
+    reliability(MACHINE, "a user's own haproxy.cfg pinned with chattr +i",
+                held="never written; the generated files swap, exit 0")
 
 
 # --- leftovers of killed runs --------------------------------------------------------------------
