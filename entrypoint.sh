@@ -305,8 +305,9 @@ start_schedule() {
 
 # --- the file watcher (haproxy-only mode) ----------------------------------------------------
 
-watched_files() {
-    printf '%s\n' "$HAPROXY_CONFIG" "$HAPROXY_BACKEND_CONFIG" "$HAPROXY_DOMAIN_MAP" "$HAPROXY_SSL_CERT"
+watched_files() {  # rhgen rewrites .rhgen.generation after every swap, whichever files haproxy loads changed
+    printf '%s\n' "$HAPROXY_CONFIG" "$HAPROXY_BACKEND_CONFIG" "$HAPROXY_DOMAIN_MAP" "$HAPROXY_SSL_CERT" \
+        "$(dirname "$HAPROXY_BACKEND_CONFIG")/.rhgen.generation"
 }
 
 fingerprint() {  # one line per generated file: its checksum, or "missing"

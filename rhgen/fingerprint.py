@@ -33,6 +33,8 @@ class Stamp:
     outputs: str
     recheck_after: int  # unix time after which certificates must be validated again; 0 = never
     paths: tuple[str, ...]  # the output files, in the order they are hashed
+    config: str = ""  # digest of the settings alone: which configuration wrote the folder
+    previous: str = ""  # the configuration that wrote it before that one, when they differ
 
 
 def _update_with_file(digest: Any, path: Path) -> None:
@@ -49,12 +51,20 @@ OPERATIONAL = {
 }
 
 
-def inputs_digest(settings: Any, routing: Any, service_metadata: Mapping[str, Any]) -> str:
-    rendered_settings = {
+def _rendered_settings(settings: Any) -> dict[str, Any]:
+    return {
         field.name: getattr(settings, field.name)
         for field in dataclasses.fields(settings)
         if field.name not in OPERATIONAL and field.name != "origin"
     }
+
+
+def settings_digest(settings: Any) -> str:
+    return hashlib.sha256(repr(_rendered_settings(settings)).encode()).hexdigest()[:32]
+
+
+def inputs_digest(settings: Any, routing: Any, service_metadata: Mapping[str, Any]) -> str:
+    rendered_settings = _rendered_settings(settings)
     digest = hashlib.sha256(f"{__version__}\n{rendered_settings!r}\n{routing!r}\n".encode())
     for folder in (settings.template_dir, str(resources.template_dir())):
         if folder and os.path.isdir(folder):
@@ -87,8 +97,14 @@ def stamp_path(anchor: str) -> str:
 def write_stamp(anchor: str, stamp: Stamp) -> None:
     """Record what the live files were made from (atomically; losing it costs one full run)."""
     path = stamp_path(anchor)
-    text = "\n".join([stamp.inputs, stamp.outputs, str(stamp.recheck_after), *stamp.paths]) + "\n"
-    if read_stamp(anchor) == stamp:
+    old = read_stamp(anchor)
+    if old and old.config != stamp.config:
+        stamp = dataclasses.replace(stamp, previous=old.config)
+    elif old:
+        stamp = dataclasses.replace(stamp, previous=old.previous)
+    config = f"config {stamp.config} {stamp.previous or '-'}"
+    text = "\n".join([stamp.inputs, stamp.outputs, str(stamp.recheck_after), config, *stamp.paths]) + "\n"
+    if old == stamp:
         return
     try:  # apply's temp names: the ones a later run cleans up after a kill
         apply.write_atomically(path, text.encode("utf-8"))
@@ -103,7 +119,22 @@ def read_stamp(anchor: str) -> Stamp | None:
         return None
     if len(fields) < 4 or not fields[2].isdigit():
         return None
-    return Stamp(fields[0], fields[1], int(fields[2]), tuple(fields[3:]))
+    config = fields[3].split(" ")
+    if len(config) == 3 and config[0] == "config":
+        return Stamp(fields[0], fields[1], int(fields[2]), tuple(fields[4:]), config[1], "" if config[2] == "-" else config[2])
+    return Stamp(fields[0], fields[1], int(fields[2]), tuple(fields[3:]))  # written before configurations were told apart
+
+
+def warn_about_other_writer(anchor: str, stamp: Stamp) -> None:
+    """Two configurations writing one folder (say, two STACK_DOMAINs) replace each other's files
+    and reload on every run; a folder written by A, then B, then A again is that, not a one-off change."""
+    old = read_stamp(anchor)
+    if old and old.config and old.config != stamp.config and old.previous == stamp.config:
+        log.warning(
+            "%s: two rhgen configurations with different settings write this folder in turn "
+            "(the last run used other settings, the one before these): each run replaces the other's files and reloads",
+            os.path.dirname(os.path.abspath(anchor)),
+        )
 
 
 def live_files_match(anchor: str, inputs: str, now: float | None = None) -> bool:

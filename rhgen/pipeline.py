@@ -64,6 +64,7 @@ def stamp_for(settings: Any, model: Model, inputs: str, files: list[OutputFile])
         outputs=fingerprint.outputs_digest([f.content for f in files]),
         recheck_after=recheck,
         paths=tuple(f.path for f in files),
+        config=fingerprint.settings_digest(settings),
     )
 
 
@@ -72,21 +73,24 @@ def generate(settings: Any, dry_run: bool = False, allow_empty: bool = False) ->
         log.warning("%s", warning)
     source, routing = fetch_routing(settings)
     inputs = fingerprint.inputs_digest(settings, routing, source.service_metadata)
+    anchor = settings.haproxy_backend_config  # the lock, the fingerprint and the check's staging sit beside it
     if (
         not dry_run
-        and fingerprint.live_files_match(settings.haproxy_backend_config, inputs)
-        and not apply.reload_pending(settings.haproxy_backend_config)
+        and fingerprint.live_files_match(anchor, inputs)
+        and not apply.reload_pending(anchor)
     ):
+        apply.clean_up_if_idle(own_files(settings, fingerprint.read_stamp(anchor)), anchor)
         return Outcome(routing, ())
 
     from . import render
 
     model = Model(routing, load_tls(settings, source, routing))
-    files = render.render_all(settings, routing, model.tls)
+    own_config = _users_config(settings)
+    files = render.render_all(settings, routing, model.tls, own_config=own_config)
     roles = [f.role for f in files]
 
     def render_for(staged: dict[str, str]) -> list[OutputFile]:
-        return render.render_all(settings, routing, model.tls, paths=staged)
+        return render.render_all(settings, routing, model.tls, paths=staged, own_config=own_config)
 
     if dry_run:
         changed = apply.changed_files(files)
@@ -96,30 +100,60 @@ def generate(settings: Any, dry_run: bool = False, allow_empty: bool = False) ->
         return Outcome(routing, tuple(f.path for f in changed), diff=apply.unified_diff(changed))
 
     paths = [f.path for f in files]
-    anchor = settings.haproxy_backend_config  # the lock, the fingerprint and the check's staging sit beside it
     apply.check_folders(paths)
     with apply.exclusive_lock(anchor):
-        apply.remove_stale_temps([*paths, fingerprint.stamp_path(anchor)])
+        apply.remove_stale_temps(own_files(settings))
         changed = apply.changed_files(files)
+        stamp = stamp_for(settings, model, inputs, files)
+        fingerprint.warn_about_other_writer(anchor, stamp)
         if changed:
             _guard_against_blanking(settings, routing, allow_empty)
             _warn_about_drop(settings, routing)
+            apply.check_replaceable([f.path for f in changed])
             apply.check_config(settings.haproxy_bin, render_for, roles, folder=os.path.dirname(os.path.abspath(anchor)))
             already_pending = apply.reload_pending(anchor)
             apply.swap(changed, anchor, reload_follows=bool(settings.reload_command))
             log.info("swapped in %s", ", ".join(f.path for f in changed))
-            fingerprint.write_stamp(anchor, stamp_for(settings, model, inputs, files))
+            fingerprint.write_stamp(anchor, stamp)
+            apply.write_generation(anchor, stamp.outputs)
             # A host-map-only change goes to the running haproxy through its runtime API: no reload
             # (unless an earlier reload is still owed).
             if not already_pending and runtime.apply_map_change(settings, changed):
                 apply.clear_reload_pending(anchor)
                 return Outcome(routing, tuple(f.path for f in changed), runtime_api=True)
         else:
-            fingerprint.write_stamp(anchor, stamp_for(settings, model, inputs, files))
+            fingerprint.write_stamp(anchor, stamp)
         if settings.reload_command and (changed or apply.reload_pending(anchor)):
             apply.run_reload(settings.reload_command, anchor)
             return Outcome(routing, tuple(f.path for f in changed), reloaded=True)
     return Outcome(routing, tuple(f.path for f in changed))
+
+
+def own_files(settings: Any, stamp: fingerprint.Stamp | None = None) -> list[str]:
+    """Every file rhgen writes for these settings (with the paths a stamp recorded), and its own
+    markers: where killed runs leave temp files."""
+    anchor = settings.haproxy_backend_config
+    written = list(stamp.paths) if stamp else []
+    for name in ("haproxy_config", "haproxy_backend_config", "haproxy_domain_map", "haproxy_ssl_cert", "haproxy_ssl_crt_list"):
+        written.append(getattr(settings, name))
+    markers = [fingerprint.stamp_path(anchor), apply.generation_path(anchor)]
+    return list(dict.fromkeys(written + markers))
+
+
+def _users_config(settings: Any) -> bytes | None:
+    """The user's own haproxy.cfg, when the live one carries no rhgen header (never overwritten)."""
+    from . import render
+
+    live = apply.read_live(settings.haproxy_config)
+    if live is None or render.is_generated(live):
+        return None
+    gaps = render.own_config_gaps(live, settings.haproxy_domain_map)
+    if gaps:
+        log.warning(
+            "%s is your own (no rhgen header), so rhgen leaves it alone, but it %s: unknown hosts may get no answer",
+            settings.haproxy_config, " and ".join(gaps),
+        )
+    return live
 
 
 def _guard_against_blanking(settings: Any, routing: Routing, allow_empty: bool) -> None:

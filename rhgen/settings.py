@@ -309,7 +309,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("stats_port", "STATS_PORT", parse_port, "Port of the stats listener."),
     Setting("stats_username", "STATS_USERNAME", parse_word, "User name of the stats page.", security=True),
     Setting("stats_password", "STATS_PASSWORD", parse_word, "Password of the stats page.", secret=True, security=True),
-    Setting("haproxy_config", "HAPROXY_CONFIG", parse_required_file_path, "Main haproxy.cfg written by rhgen."),
+    Setting("haproxy_config", "HAPROXY_CONFIG", parse_required_file_path, "Main haproxy.cfg written by rhgen; one without rhgen's header is yours, never overwritten."),
     Setting("haproxy_backend_config", "HAPROXY_BACKEND_CONFIG", parse_required_file_path, "Generated backends file."),
     Setting("haproxy_domain_map", "HAPROXY_DOMAIN_MAP", parse_required_file_path, "Generated host -> backend map."),
     Setting("haproxy_ssl_cert", "HAPROXY_SSL_CERT", parse_required_file_path, "Combined certificate + key PEM.", security=True),

@@ -7,8 +7,10 @@ what a killed one left, and every failure is one clear line.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +27,9 @@ from rhgen import apply, pipeline, render, sources
 from rhgen.model import build_routing
 from rhgen.settings import load_settings
 from test_tls_certificates import chain_pem, key_pem
-from test_generate import APP1, APP2, error_lines, live, map_entries, script, warning_lines  # noqa: F401
+from test_generate import (  # noqa: F401 - live is a fixture
+    APP1, APP2, error_lines, live, map_entries, script, seed_style_config, warning_lines,
+)
 
 MACHINE = "Faults of the machine"
 KILL_RUNS = int(os.environ.get("RHGEN_KILL_RUNS", "200"))  # CI runs the default; lower it while iterating
@@ -181,6 +185,149 @@ def test_unusable_haproxy_binary_is_a_clear_error(kind, live, metadata_server, g
     reliability(MACHINE, f"haproxy binary {kind}", held=HELD)
 
 
+# --- a target that cannot be replaced -------------------------------------------------------------
+
+
+@pytest.fixture
+def pinned():
+    """pinned(path, how) makes one live file impossible to rename over: "chattr +i", or a read-only
+    bind mount of the file onto itself; undone at teardown (even when the test fails)."""
+    undo: list[list[str]] = []
+
+    def pin(path: Path, how: str) -> None:
+        if how == "chattr +i":
+            commands = [["chattr", "+i", str(path)]]
+            undo.append(["chattr", "-i", str(path)])
+        else:
+            commands = [["mount", "--bind", str(path), str(path)], ["mount", "-o", "remount,ro,bind", str(path)]]
+        for command in commands:
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode != 0:
+                pytest.skip(f"{' '.join(command)}: {result.stderr.strip()} (needs root)")
+            if command[:2] == ["mount", "--bind"]:
+                undo.append(["umount", str(path)])
+
+    yield pin
+    for command in reversed(undo):
+        subprocess.run(command, capture_output=True)
+
+
+def changing_everything(metadata_server, env: dict[str, str]) -> dict[str, str]:
+    """A new answer and a new port: backends.cfg, domain.map and haproxy.cfg (renamed last) all change."""
+    metadata_server.containers(APP1 + APP2)
+    return {**env, "HTTP_PORT": str(free_port())}
+
+
+@pytest.mark.parametrize("how", ["chattr +i", "read-only bind mount"])
+def test_a_config_that_cannot_be_replaced_fails_before_any_file_is_swapped(
+    how, metadata_server, run_rhgen, target, tmp_path, pinned, reliability
+):
+    reloads = tmp_path / "reloads"
+    env = {**target.env, "RELOAD_COMMAND": str(script(tmp_path / "reload", f"echo reload >> {reloads}\n"))}
+    metadata_server.containers(APP1)
+    assert run_rhgen(["generate"], env).returncode == 0
+    reloads.unlink()
+    pinned(target.config, how)
+    before = target.snapshot()
+
+    result = run_rhgen(["generate"], changing_everything(metadata_server, env))
+
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"rhgen: error: {target.config}: cannot write ("), line
+    assert target.snapshot() == before  # backends.cfg and domain.map too: same bytes, same inodes
+    assert not apply.reload_pending(str(target.backends)) and not reloads.exists()
+    assert temp_leftovers(target.folder) == []
+    reliability(MACHINE, f"haproxy.cfg not replaceable ({how})", held=HELD + "; found before the first rename, no reload owed")
+
+
+def test_a_rename_that_fails_after_the_check_puts_back_the_files_already_swapped(
+    metadata_server, run_rhgen, target, tmp_path, reliability
+):
+    # haproxy -c that, as it finishes, makes haproxy.cfg immutable: the operator (or another
+    # tool) pins the file after rhgen looked and before it renames, so the third rename fails.
+    reloads = tmp_path / "reloads"
+    env = {**target.env, "RELOAD_COMMAND": str(script(tmp_path / "reload", f"echo reload >> {reloads}\n"))}
+    metadata_server.containers(APP1)
+    assert run_rhgen(["generate"], env).returncode == 0
+    reloads.unlink()
+    before = target.snapshot()
+    pinned_by_check = script(
+        tmp_path / "haproxy",
+        f'{shutil.which("haproxy")} "$@"; status=$?\nchattr +i {target.config}\nexit $status\n',
+    )
+    try:
+        result = run_rhgen(["generate"], {**changing_everything(metadata_server, env), "HAPROXY_BIN": str(pinned_by_check)})
+    finally:
+        subprocess.run(["chattr", "-i", str(target.config)], capture_output=True)
+
+    assert result.returncode == 1
+    assert error_lines(result) == [f"rhgen: error: {target.config}: cannot write (Operation not permitted)"], result.stderr
+    assert target.snapshot() == before  # the two files renamed before it are back: same bytes, same inodes
+    assert not apply.reload_pending(str(target.backends)) and not reloads.exists()
+    assert temp_leftovers(target.folder) == []
+    reliability(MACHINE, "a rename failing after the others (file pinned during haproxy -c)",
+                held=HELD + "; the files already renamed were put back, no reload owed")
+
+
+def test_a_users_own_haproxy_cfg_pinned_read_only_is_left_alone_while_the_rest_swaps(
+    metadata_server, run_rhgen, target, tmp_path, pinned, reliability
+):
+    # The report behind this: a user's haproxy.cfg made immutable, a changed run exited 1 with
+    # backends.cfg and domain.map already swapped. A file without rhgen's header is never written.
+    own = seed_style_config(target)
+    target.config.write_bytes(own)
+    metadata_server.containers(APP1)
+    assert run_rhgen(["generate"], target.env).returncode == 0
+    pinned(target.config, "chattr +i")
+    metadata_server.containers(APP1 + APP2)
+
+    result = run_rhgen(["generate"], target.env)
+
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.endswith("changed: backends.cfg, domain.map\n")
+    assert target.config.read_bytes() == own and "app2.dev.tld" in map_entries(target)
+    reliability(MACHINE, "a user's own haproxy.cfg pinned with chattr +i",
+                held="never written; the generated files swap, exit 0")
+
+
+# --- leftovers of killed runs --------------------------------------------------------------------
+
+
+def plant_leftovers(target) -> list[str]:
+    """What a run killed during its check leaves: a staging folder (with a key) and a temp file."""
+    staging = target.folder / ".rhgen-check-k1ll3d"
+    staging.mkdir()
+    (staging / "cert").write_text("-----BEGIN PRIVATE KEY-----\n")
+    (target.folder / ".domain.map.rhgen-k1ll3d.tmp").write_text("half\n")
+    return temp_leftovers(target.folder)
+
+
+def test_a_run_with_nothing_to_change_removes_what_killed_runs_left(live, generate, target, reliability):
+    assert plant_leftovers(target)
+
+    result = generate()
+
+    assert result.returncode == 0 and result.stdout.endswith("no change\n"), result.stderr
+    assert temp_leftovers(target.folder) == []
+    reliability(MACHINE, "staging left by a killed run, next run has nothing to change",
+                held="removed by the next run (it takes the lock only when there is something to remove)")
+
+
+def test_leftovers_are_kept_while_another_run_holds_the_lock(live, generate, target):
+    planted = plant_leftovers(target)
+    fd = os.open(target.folder / ".rhgen.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a run in the middle of its check holds it
+        result = generate()
+        assert result.returncode == 0 and result.stdout.endswith("no change\n"), result.stderr
+        assert temp_leftovers(target.folder) == planted  # perhaps that run's own staging: left alone
+    finally:
+        os.close(fd)
+    assert generate().returncode == 0
+    assert temp_leftovers(target.folder) == []
+
+
 # --- a sudden drop of routes ---------------------------------------------------------------------
 
 FOUR = [container(f"app{i}", "web", f"127.0.0.{10 + i}", 8080, name=f"app{i}-web") for i in range(1, 5)]
@@ -307,6 +454,7 @@ class KillLane:
         self.phases: dict[str, int] = {}
         self.checked: set[tuple[bytes, ...]] = set()  # live sets haproxy -c already accepted
         self.kills = 0
+        self.clean_runs_to_the_old = 0  # clean runs with nothing to change, after a kill that swapped nothing
         leaves = []
         if tls:
             ca = trustme.CA()
@@ -405,9 +553,16 @@ class KillLane:
         if "haproxy.pem" in files:
             assert (self.target.folder / "haproxy.pem").stat().st_mode & 0o777 == 0o600
 
+        # A kill that swapped nothing leaves the old answer in service: a clean run towards that
+        # answer has nothing to change, and still removes what the killed run left.
+        if files == old:
+            self.clean_run(1 - new_k)
+            assert temp_leftovers(self.target.folder) == [], f"attempt {attempt} ({phase}): left by the killed run"
+            self.clean_runs_to_the_old += 1
+
         # The next run completes the set, cleans up, and reloads when a reload was pending.
         before = self.reloads.read_text().count("next") if self.reloads.exists() else 0
-        outcome = pipeline.generate(load_settings(None, {**self.envs[new_k], "RELOAD_COMMAND": f"{self.reload} next"}, {}))
+        outcome = self.clean_run(new_k)
         assert self.live() == new, f"attempt {attempt} ({phase})"
         assert temp_leftovers(self.target.folder) == [], f"attempt {attempt} ({phase})"
         assert list(self.tmpdir.iterdir()) == [], f"attempt {attempt} ({phase}): the check's staging is in TMPDIR"
@@ -415,6 +570,9 @@ class KillLane:
         if pending or files != new:
             assert outcome.reloaded and self.reloads.read_text().count("next") == before + 1, f"attempt {attempt} ({phase})"
         return phase != "finished before the kill"
+
+    def clean_run(self, k: int) -> pipeline.Outcome:
+        return pipeline.generate(load_settings(None, {**self.envs[k], "RELOAD_COMMAND": f"{self.reload} next"}, {}))
 
 
 def _phase(files: dict[str, bytes], old: dict[str, bytes], new: dict[str, bytes], leftovers: list[str], pending: bool) -> str:
@@ -450,11 +608,14 @@ def test_kill_9_at_random_moments_never_loses_the_config(tmp_path, reliability):
     summary = f"{sum(phases.values())} runs started, {kills} killed: " + ", ".join(
         f"{count} {phase}" for phase, count in sorted(phases.items(), key=lambda item: -item[1])
     )
-    print(f"\n{kills} kills in {elapsed:.0f} s: {summary}")
+    unchanged = sum(lane.clean_runs_to_the_old for lane in lanes)
+    assert unchanged > 0, "no kill left the old set in place: the no-change clean-up went untested"
+    print(f"\n{kills} kills in {elapsed:.0f} s: {summary}; {unchanged} no-change runs after a kill")
     reliability(
         MACHINE, "kill -9 at random moments of changed runs", cases=kills,
         held=(
             f"{summary}; after every kill each live file was the old or the new one and haproxy -c accepted the set; "
-            "the next run completed every time, left no temp file and reloaded whenever a reload was pending"
+            "the next run completed every time, left no temp file and reloaded whenever a reload was pending; "
+            f"{unchanged} runs with nothing to change after a kill that swapped nothing removed the staging it left"
         ),
     )

@@ -483,3 +483,129 @@ def test_bundled_demo_renders_the_documented_routes(run_rhgen, tmp_path):
         "www.dev.tld app1",
     ]
     assert "127.0.0.21:8081 send-proxy" in (out / "backends.cfg").read_text()
+
+
+# --- a user's own haproxy.cfg -------------------------------------------------------------------
+
+
+def seed_style_config(target, use_map: bool = True, fallback: bool = True) -> bytes:
+    """A haproxy.cfg as users of the image rhgen replaces wrote their own: the map by its live
+    path, a fallback backend, no rhgen header."""
+    lookup = f"use_backend %[req.hdr(host),lower,map({target.map},fallback)]\n" if use_map else ""
+    return (
+        "global\n    log stdout format raw local0\n\n"
+        "defaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\n"
+        f"frontend http\n    bind 127.0.0.1:{target.port}\n    {lookup}    default_backend fallback\n\n"
+        + ("backend fallback\n    http-request return status 503 content-type text/plain string nobody-here\n" if fallback else "")
+    ).encode()
+
+
+def test_a_users_own_haproxy_cfg_is_never_overwritten_and_routes_through_the_generated_map(
+    metadata_server, backend_servers, generate, target, haproxy
+):
+    ports = {ip: backend_servers.start(ip, name).port for ip, name in (("127.0.0.11", "app1"), ("127.0.0.13", "app2"))}
+    own = seed_style_config(target)
+    target.config.write_bytes(own)  # before the first run: domain.map does not exist yet
+    target.config.chmod(0o640)
+    metadata_server.containers([container("app1", "web", "127.0.0.11", ports["127.0.0.11"], name="app1-web-1")])
+
+    first = generate()
+
+    assert first.returncode == 0, first.stderr
+    assert first.stderr == ""
+    assert first.stdout.endswith("changed: backends.cfg, domain.map\n")
+    assert target.config.read_bytes() == own and target.config.stat().st_mode & 0o777 == 0o640
+    haproxy.start()
+    assert haproxy.get("app1.dev.tld") == (200, "app1")
+    assert haproxy.get("nobody.dev.tld") == (503, "nobody-here")
+
+    metadata_server.containers([
+        container("app1", "web", "127.0.0.11", ports["127.0.0.11"], name="app1-web-1"),
+        container("app2", "web", "127.0.0.13", ports["127.0.0.13"], name="app2-web-1"),
+    ])
+    again = generate(HTTP_PORT=str(free_port()))  # a setting only rhgen's own haproxy.cfg would use
+    assert again.returncode == 0 and again.stderr == "", again.stderr
+    assert target.config.read_bytes() == own
+    assert map_entries(target) == {"app1.dev.tld": "app1", "app2.dev.tld": "app2"}
+    assert generate().stdout.endswith("no change\n")
+
+
+@pytest.mark.parametrize(
+    "use_map, fallback, missing",
+    [
+        (False, True, "does not use the map {map}"),
+        (True, False, "declares no fallback backend (fallback)"),
+        (False, False, "does not use the map {map} and declares no fallback backend "
+                       "(none named by default_backend or the map lookup)"),
+    ],
+)
+def test_a_users_own_haproxy_cfg_without_the_map_or_the_fallback_gets_one_warning(
+    use_map, fallback, missing, metadata_server, generate, target
+):
+    own = seed_style_config(target, use_map, fallback)
+    if not fallback:  # haproxy -c refuses a default_backend that does not exist: name one in backends.cfg's place
+        own = own.replace(b"    default_backend fallback\n", b"")
+    target.config.write_bytes(own)
+    metadata_server.containers(APP1)
+
+    result = generate()
+
+    assert result.returncode == 0, result.stderr
+    assert warning_lines(result) == [
+        f"rhgen: warning: {target.config} is your own (no rhgen header), so rhgen leaves it alone, "
+        f"but it {missing.format(map=target.map)}: unknown hosts may get no answer"
+    ]
+    assert target.config.read_bytes() == own
+
+
+def test_a_users_own_haproxy_cfg_is_checked_with_the_new_files_and_a_rejected_set_changes_nothing(
+    metadata_server, generate, target
+):
+    own = seed_style_config(target)
+    target.config.write_bytes(own + b"    server broken 127.0.0.1:notaport\n")
+    metadata_server.containers(APP1)
+
+    result = generate()
+
+    assert result.returncode == 1
+    assert error_lines(result) == ["rhgen: error: haproxy -c rejected the new configuration:"]
+    assert "notaport" in result.stderr
+    assert not target.map.exists() and not target.backends.exists()
+
+
+# --- two configurations, one folder ----------------------------------------------------------------
+
+
+def test_two_configurations_writing_one_folder_in_turn_get_a_warning(live, metadata_server, generate, target):
+    first_change = generate(STACK_DOMAIN="other.tld")  # once: a change of settings, not yet a tug of war
+    assert first_change.returncode == 0 and warning_lines(first_change) == [], first_change.stderr
+
+    back = generate()
+    again = generate(STACK_DOMAIN="other.tld")
+
+    expected = [
+        f"rhgen: warning: {target.folder}: two rhgen configurations with different settings write this folder in turn "
+        "(the last run used other settings, the one before these): each run replaces the other's files and reloads"
+    ]
+    assert back.returncode == 0 and warning_lines(back) == expected, back.stderr
+    assert again.returncode == 0 and warning_lines(again) == expected, again.stderr
+    settled = generate(STACK_DOMAIN="other.tld")
+    assert settled.stdout.endswith("no change\n") and warning_lines(settled) == []
+
+
+def test_a_custom_haproxy_cfg_template_without_the_header_still_renders_a_file_rhgen_replaces(
+    metadata_server, generate, target, tmp_path
+):
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    bundled = (resources.template_dir() / "haproxy.cfg.j2").read_text()
+    headless = bundled.split("\n", 1)[1]  # the user dropped the "Generated by rhgen" line
+    (templates / "haproxy.cfg.j2").write_text(headless)
+    metadata_server.containers(APP1)
+
+    assert generate(RHGEN_TEMPLATE_DIR=str(templates)).returncode == 0
+    assert target.config.read_text().startswith("# Generated by rhgen from haproxy.cfg.j2 (RHGEN_TEMPLATE_DIR)\n")
+    (templates / "haproxy.cfg.j2").write_text(headless.replace("timeout client 30s", "timeout client 31s"))
+    result = generate(RHGEN_TEMPLATE_DIR=str(templates))
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert "timeout client 31s" in target.config.read_text()  # still rhgen's file: replaced

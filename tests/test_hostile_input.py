@@ -463,3 +463,61 @@ def test_crafted_host_headers_reach_their_own_stack_or_none(
     assert backend_servers["127.0.0.15"].hits == 0
     reliability(HOSTILE, "crafted Host headers through a real haproxy", cases=len(HOSTS),
                 held="each reaches its own stack or none (suffix, prefix, case, comma list, two Host headers, absolute URI, Unicode)")
+
+
+# --- symbolic links planted in the output folder ----------------------------------------------------
+
+APP = [container("app1", "web", "127.0.0.11", 8080, name="app1-web-1")]
+NEW = APP + [container("app2", "web", "127.0.0.12", 8080, name="app2-web-1")]
+
+
+@pytest.mark.parametrize("name, victim_exists", [(".rhgen.reload-pending", True), (".rhgen.lock", False)])
+def test_a_symlink_planted_at_a_name_rhgen_writes_is_refused_not_followed(
+    name, victim_exists, metadata_server, generate, target, tmp_path, reliability
+):
+    # As root, following it would truncate (or create) any file on the machine.
+    metadata_server.containers(APP)
+    assert generate().returncode == 0
+    victim = tmp_path / "victim"
+    if victim_exists:
+        victim.write_text("root:x:0:0::/root:/bin/sh\n")
+    (target.folder / name).unlink(missing_ok=True)
+    (target.folder / name).symlink_to(victim)
+    before = {path: path.read_bytes() for path in target.outputs}
+    metadata_server.containers(NEW)
+
+    result = generate(RELOAD_COMMAND="true")
+
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"rhgen: error: {target.folder / name}: is a symbolic link; rhgen does not follow links for its own files\n"
+    )
+    assert {path: path.read_bytes() for path in target.outputs} == before
+    if victim_exists:
+        assert victim.read_text() == "root:x:0:0::/root:/bin/sh\n"
+    else:
+        assert not victim.exists()
+    reliability(HOSTILE, f"symbolic link planted at {name}", held="refused with one line, exit 1, link target untouched, nothing changed")
+
+
+def test_dry_run_shows_a_symlinked_target_as_a_link_never_the_file_it_points_at(
+    metadata_server, generate, target, tmp_path, reliability
+):
+    metadata_server.containers(APP)
+    assert generate().returncode == 0
+    secret = tmp_path / "secret"
+    secret.write_text("db_password=hunter2\n")
+    target.map.unlink()
+    target.map.symlink_to(secret)
+
+    result = generate("--dry-run")
+
+    assert result.returncode == 0, result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+    assert f"@@ {target.map} is a symbolic link to {secret}; rhgen would replace the link with a file @@" in result.stdout
+    # A real run does what the README says: the link becomes a file, the file it pointed at stays.
+    assert generate().returncode == 0
+    assert not target.map.is_symlink() and "app1.dev.tld app1" in target.map.read_text()
+    assert secret.read_text() == "db_password=hunter2\n"
+    reliability(HOSTILE, "dry run with an output path symlinked to a secret file",
+                held="the diff names the link and its target, never the target's contents")

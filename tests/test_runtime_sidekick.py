@@ -3,11 +3,14 @@ entrypoint with RHGEN_MODE=haproxy-only runs haproxy and reloads when any genera
 
 from __future__ import annotations
 
+import socket
+import ssl
 import subprocess
 from pathlib import Path
 
 import pytest
 import trustme
+from cryptography import x509
 from runtime_support import (
     ENTRYPOINT,
     Metadata,
@@ -129,3 +132,56 @@ def test_haproxy_container_reloads_on_a_changed_file_and_keeps_serving_through_a
         assert get(http_port, "app1.dev.tld") == (200, "app1\n")
         assert proc.terminate_and_wait() == 0
         assert procs.leftovers() == []
+
+
+def served_serial(port: int, ca: trustme.CA, host: str) -> int | None:
+    """The serial number of the certificate haproxy serves for host (None while nothing answers)."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    try:
+        with context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=3), server_hostname=host) as sock:
+            return x509.load_der_x509_certificate(sock.getpeercert(binary_form=True)).serial_number
+    except OSError:
+        return None
+
+
+def test_a_renewed_certificate_in_the_folder_is_served_in_the_sidekick_layout(procs, tmp_path, socket_dir):
+    # A renewal in HAPROXY_SSL_CERT_DIR changes only crt-list.txt among the files rhgen writes;
+    # the haproxy container follows .rhgen.generation, which rhgen rewrites after every swap.
+    shared, certs = tmp_path / "shared", tmp_path / "certs"
+    shared.mkdir()
+    certs.mkdir()
+    ca = trustme.CA()
+
+    def issue() -> int:
+        leaf = ca.issue_cert("app1.dev.tld")
+        temp = certs / "app1.pem.new"
+        temp.write_bytes(leaf.private_key_and_cert_chain_pem.bytes())
+        temp.replace(certs / "app1.pem")
+        return x509_serial(leaf)
+
+    port = free_port("127.0.0.11")
+    metadata_port, http_port, https_port = free_port(), free_port(), free_port()
+    env = base_env(
+        shared, socket_dir, http_port, RANCHER_API_HOST=f"127.0.0.1:{metadata_port}",
+        ENABLE_SSL="true", HTTPS_PORT=str(https_port), HAPROXY_SSL_CERT_DIR=str(certs),
+        HAPROXY_SSL_DEFAULT_CERT="app1.pem", HAPROXY_SSL_CRT_LIST=str(shared / "crt-list.txt"),
+    )
+    first = issue()
+    with servers(
+        start_backend("127.0.0.11", port, "app1"),
+        start_metadata_service(Metadata(containers=[container("app1", "127.0.0.11", port)]), metadata_port),
+    ):
+        procs.spawn(["bash", str(ENTRYPOINT), "generate-maps"], env, "sidekick")
+        haproxy_side = procs.spawn(["bash", str(ENTRYPOINT)], {**env, "RHGEN_MODE": "haproxy-only"}, "haproxy")
+        wait_until(lambda: served_serial(https_port, ca, "app1.dev.tld") == first, 15, what="first certificate served")
+        wait_until(lambda: "with inotifywait" in haproxy_side.log(), 5, what="watching with inotifywait")
+
+        renewed = issue()
+        wait_until(lambda: served_serial(https_port, ca, "app1.dev.tld") == renewed, FOLLOW, what="renewed certificate served")
+        assert (shared / ".rhgen.generation").is_file()
+        assert haproxy_side.terminate_and_wait() == 0
+
+
+def x509_serial(leaf) -> int:
+    return x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes()).serial_number
