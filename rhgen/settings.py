@@ -45,14 +45,26 @@ def parse_bool(raw: Any) -> bool:
     raise ValueError("is not a boolean (use true/false, yes/no or 1/0)")
 
 
+class YamlNonDecimal(str):
+    """The text of a YAML 1.1 integer that is not plain decimal (0x50, 0o17, 017, 1_000, 1:30).
+    YAML would read `http_port: 0x50` as 80: settings are decimal, so integer parsers refuse it,
+    while text settings (a password `0x50`) keep exactly what was written."""
+
+
+def _decimal_text(raw: Any) -> str:
+    if isinstance(raw, bool) or isinstance(raw, YamlNonDecimal):
+        raise ValueError("is not a decimal whole number")
+    return str(raw).strip()
+
+
 def _parse_int(raw: Any) -> int:
-    if isinstance(raw, bool):
-        raise ValueError("is not a whole number")
-    if isinstance(raw, int):
-        return raw
-    text = str(raw).strip()
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        if raw < 0:
+            raise ValueError("is not a decimal whole number")
+        return raw  # only plain decimal literals become ints (see _SettingsLoader)
+    text = _decimal_text(raw)
     if not re.fullmatch(r"[0-9]{1,10}", text):
-        raise ValueError("is not a whole number")
+        raise ValueError("is not a decimal whole number")
     return int(text)
 
 
@@ -75,7 +87,7 @@ def parse_count(raw: Any) -> int:
 
 def parse_bytes(raw: Any) -> int:
     """A size in bytes, with an optional k/M suffix (binary: 64M is 64 MiB)."""
-    text = str(raw).strip()
+    text = _decimal_text(raw)
     match = re.fullmatch(r"([0-9]{1,12})\s*(?:([kKmM])i?)?[bB]?", text)
     if not match:
         raise ValueError("is not a size in bytes (e.g. 65536, 512k or 64M)")
@@ -87,7 +99,7 @@ def parse_bytes(raw: Any) -> int:
 
 def parse_percent(raw: Any) -> int:
     """A share in percent, 0-100, with or without a trailing %."""
-    text = str(raw).strip().removesuffix("%").strip()
+    text = _decimal_text(raw).removesuffix("%").strip()
     if not re.fullmatch(r"[0-9]{1,3}", text) or int(text) > 100:
         raise ValueError("is not a percentage (0-100)")
     return int(text)
@@ -315,7 +327,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("haproxy_ssl_cert", "HAPROXY_SSL_CERT", parse_required_file_path, "Combined certificate + key PEM.", security=True),
     Setting("haproxy_ssl_cert_dir", "HAPROXY_SSL_CERT_DIR", parse_file_path, "Folder of PEM files (cert + key each), served by SNI.", security=True),
     Setting("haproxy_ssl_default_cert", "HAPROXY_SSL_DEFAULT_CERT", parse_file_name, "File in HAPROXY_SSL_CERT_DIR served when no name matches; default the first."),
-    Setting("haproxy_ssl_crt_list", "HAPROXY_SSL_CRT_LIST", parse_required_file_path, "Generated crt-list naming every certificate haproxy loads."),
+    Setting("haproxy_ssl_crt_list", "HAPROXY_SSL_CRT_LIST", parse_file_path, "Generated crt-list naming every certificate haproxy loads; empty is crt-list.txt beside HAPROXY_CONFIG."),
     Setting("ssl_expiry_warning_days", "SSL_EXPIRY_WARNING_DAYS", parse_days, "Warn when a certificate expires within this many days."),
     Setting("hsts_max_age", "HSTS_MAX_AGE", parse_hsts, "Strict-Transport-Security max-age in seconds on HTTPS; 0 is off.", security=True),
     Setting("haproxy_bin", "HAPROXY_BIN", parse_required_path, "haproxy binary used for `haproxy -c`."),
@@ -358,13 +370,28 @@ Settings = dataclasses.make_dataclass(
 )
 
 
+_PLAIN_DECIMAL = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
+
+
+class _SettingsLoader(SafeLoader):  # type: ignore[misc,valid-type]
+    """The safe loader, but an integer is an int only when written in plain decimal."""
+
+
+def _construct_int(loader: Any, node: Any) -> int | str:
+    text = loader.construct_scalar(node)
+    return int(text) if _PLAIN_DECIMAL.fullmatch(text) else YamlNonDecimal(text)
+
+
+_SettingsLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
 def read_yaml_file(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SettingsError(f"settings file {path}: cannot read ({exc.strerror})") from None
     try:
-        data = yaml.load(text, Loader=SafeLoader)
+        data = yaml.load(text, Loader=_SettingsLoader)  # nosec B506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -420,6 +447,11 @@ def load_settings(
             raise SettingsError(
                 f"setting {setting.env} ({origin.get(setting.name, 'unset')}): {shown} {exc}"
             ) from None
+    # Files rhgen adds beyond the seed's sit beside the seed paths the user chose, never in a
+    # folder they did not name (the lock and fingerprint sit beside HAPROXY_BACKEND_CONFIG).
+    if not parsed["haproxy_ssl_crt_list"]:
+        parsed["haproxy_ssl_crt_list"] = os.path.join(os.path.dirname(parsed["haproxy_config"]), "crt-list.txt")
+        origin["haproxy_ssl_crt_list"] = f"beside HAPROXY_CONFIG ({origin.get('haproxy_config', 'unset')})"
     settings = Settings(**parsed, origin=origin)
     _check_together(settings)
     return settings
