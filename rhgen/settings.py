@@ -26,6 +26,7 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
 
 from . import resources
 from .errors import SettingsError
+from .messages import shown as quoted
 from .names import is_hostname, normalise_hostname
 
 # --- parsers: raw value (str from env/flags, any YAML scalar from files) -> typed value ---
@@ -61,7 +62,7 @@ def _parse_int(raw: Any) -> int:
     if isinstance(raw, int) and not isinstance(raw, bool):
         if raw < 0:
             raise ValueError("is not a decimal whole number")
-        return raw  # only plain decimal literals become ints (see _SettingsLoader)
+        return raw  # from YAML, only plain decimal literals stay ints (see _non_decimal_integers)
     text = _decimal_text(raw)
     if not re.fullmatch(r"[0-9]{1,10}", text):
         raise ValueError("is not a decimal whole number")
@@ -373,16 +374,17 @@ Settings = dataclasses.make_dataclass(
 _PLAIN_DECIMAL = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
 
 
-class _SettingsLoader(SafeLoader):  # type: ignore[misc,valid-type]
-    """The safe loader, but an integer is an int only when written in plain decimal."""
-
-
-def _construct_int(loader: Any, node: Any) -> int | str:
-    text = loader.construct_scalar(node)
-    return int(text) if _PLAIN_DECIMAL.fullmatch(text) else YamlNonDecimal(text)
-
-
-_SettingsLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+def _non_decimal_integers(text: str) -> dict[Any, YamlNonDecimal]:
+    """Top-level values YAML 1.1 reads as integers although not written in plain decimal, as written."""
+    root = yaml.compose(text, Loader=SafeLoader)
+    if not isinstance(root, yaml.MappingNode):
+        return {}
+    return {
+        key.value: YamlNonDecimal(value.value)
+        for key, value in root.value
+        if isinstance(key, yaml.ScalarNode) and isinstance(value, yaml.ScalarNode)
+        and value.tag == "tag:yaml.org,2002:int" and not _PLAIN_DECIMAL.fullmatch(value.value)
+    }
 
 
 def read_yaml_file(path: Path) -> dict[str, Any]:
@@ -391,7 +393,7 @@ def read_yaml_file(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise SettingsError(f"settings file {path}: cannot read ({exc.strerror})") from None
     try:
-        data = yaml.load(text, Loader=_SettingsLoader)  # nosec B506 - a SafeLoader
+        data = yaml.load(text, Loader=SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -400,9 +402,10 @@ def read_yaml_file(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise SettingsError(f"settings file {path}: expected a mapping of setting: value")
+    data.update(_non_decimal_integers(text))
     unknown = sorted(str(k) for k in data if k not in BY_NAME)
     if unknown:
-        raise SettingsError(f"settings file {path}: unknown setting {unknown[0]!r}")
+        raise SettingsError(f"settings file {path}: unknown setting {quoted(unknown[0])}")
     # Relative paths in a file mean relative to that file, so a config folder can move.
     for name in PATH_SETTINGS & data.keys():
         value = data[name]
@@ -443,7 +446,7 @@ def load_settings(
                     f"setting {setting.env} is required: set it in the environment, "
                     f"as {flag_name(setting.name)} or as {setting.name} in a settings file"
                 ) from None
-            shown = "(hidden)" if setting.secret else repr(raw)
+            shown = "(hidden)" if setting.secret else quoted(raw)
             raise SettingsError(
                 f"setting {setting.env} ({origin.get(setting.name, 'unset')}): {shown} {exc}"
             ) from None
@@ -474,7 +477,7 @@ def _check_together(settings: Any) -> None:
     # Checked only when used: DOCKER_HOST is often set for the docker CLI (ssh://, tls) on hosts that use another source.
     if settings.source == "docker" and not is_docker_host(settings.docker_host):
         raise SettingsError(
-            f"setting DOCKER_HOST ({settings.origin.get('docker_host', 'unset')}): {settings.docker_host!r} "
+            f"setting DOCKER_HOST ({settings.origin.get('docker_host', 'unset')}): {quoted(settings.docker_host)} "
             "is not unix:///path/to/docker.sock or tcp://host:port"
         )
     ports = {"HTTP_PORT": settings.http_port}
