@@ -110,7 +110,7 @@ def watch(settings: Any, allow_empty: bool) -> None:
 
     Rancher: long-polls /<version>/version. Docker: follows the events stream. File: polls
     METADATA_FILE. Bursts of changes wait RHGEN_SETTLE seconds of quiet and give one run; a
-    failed run keeps the configuration in service and is retried with backoff; every
+    failed run keeps the configuration in service and is retried with backoff (at most 2 s); every
     RHGEN_RESYNC seconds a run happens anyway. With HAPROXY_STATS_SOCKET, host-map-only
     changes go through HAProxy's runtime API instead of a reload.
     """
