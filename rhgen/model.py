@@ -322,7 +322,8 @@ def build_routing(
     (`incumbents`); when nobody does, every claimant is skipped. The result depends only on the
     content and the incumbents, never on the order."""
     skipped: list[Skipped] = list(source.skipped)
-    # host label -> stack -> [(container, server)]
+    # host label -> stack -> [(container, server)]; every labelled container claims its stack's
+    # host label, routable or not: a stack restarting all its containers keeps its host.
     candidates: dict[str, dict[str, list[tuple[Container, Server]]]] = {}
 
     for container in sorted(source.containers, key=lambda c: (c.stack, c.service, c.uuid, c.name)):
@@ -335,11 +336,12 @@ def build_routing(
         if not is_dns_label(backend) or len(f"{backend}.{domain}") > 253:
             skipped.append(Skipped(what, f"stack {shown(container.stack)} is not a valid DNS label"))
             continue
+        entries = candidates.setdefault(backend, {}).setdefault(container.stack, [])
         result = server_for(container, label, proxy_label)
         if isinstance(result, Skipped):
             skipped.append(result)
             continue
-        candidates.setdefault(backend, {}).setdefault(container.stack, []).append((container, result))
+        entries.append((container, result))
 
     # One stack per host label.
     members: dict[str, tuple[str, list[tuple[Container, Server]]]] = {}
@@ -347,7 +349,8 @@ def build_routing(
         winner = sorted(by_stack)[0] if len(by_stack) == 1 else _contest(list(by_stack), incumbents.stacks.get(backend))
         for stack, entries in sorted(by_stack.items()):
             if stack == winner:
-                members[backend] = (stack, entries)
+                if entries:
+                    members[backend] = (stack, entries)
                 continue
             others = ", ".join(shown(s) for s in sorted(by_stack) if s != stack)
             reason = _lost(f"stack {shown(stack)} has the same host name as stack {others}", winner)

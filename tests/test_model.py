@@ -335,3 +335,12 @@ def test_container_with_a_copied_uuid_cannot_replace_the_served_one():
     assert reasons(routing) == {
         "container 'aaa-impostor'": "server name web-u1 is also claimed by container 'real', which serves it now"
     }
+
+
+def test_a_stack_restarting_all_its_containers_keeps_its_host_from_a_newcomer():
+    """No takeover in the moment a served stack has no running container (a redeploy)."""
+    served = live_files_of(routing_of([container("app1", "web", "10.0.0.1", 8080)]))
+    restarting = container("app1", "web", "10.0.0.1", 8080, state="starting")
+    routing = routing_of([restarting, container("APP1", "web", "10.0.0.66", 8080, name="impostor")], incumbents=served)
+    assert hosts(routing) == {}
+    assert reasons(routing)["container 'impostor'"] == "stack 'APP1' has the same host name as stack 'app1', which serves it now"
