@@ -328,7 +328,7 @@ def build_routing(
 
     for container in sorted(source.containers, key=lambda c: (c.stack, c.service, c.uuid, c.name)):
         for key, kind in container.bad_labels:
-            skipped.append(Skipped(f"label {shown(key)} of container {shown(container.name)}", f"is a {kind}, not text; ignored"))
+            skipped.append(Skipped(f"label {shown(key)} of container {shown(container.name)}", f"is a {kind}, not text"))
         if label not in container.labels:
             continue
         what = f"container {shown(container.name)}"

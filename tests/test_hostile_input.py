@@ -409,9 +409,9 @@ def test_answers_file_numbers_are_ports_and_other_kinds_are_named(run_rhgen, tmp
     routes = json.loads(result.stdout)["routes"]
     assert [(r["host"], r["servers"][0]["port"]) for r in routes] == [(f"app1.{DOMAIN}", 8080), (f"app2.{DOMAIN}", 8080)]
     warnings = [line for line in result.stderr.splitlines() if "warning" in line]
-    assert f"rhgen: warning: label '{LABEL}' of container 'app3': is a boolean, not text; ignored; skipped" in warnings
-    assert f"rhgen: warning: label '{LABEL}' of container 'app4': is a number, not text; ignored; skipped" in warnings
-    assert "rhgen: warning: label 'other' of container 'app1': is a list, not text; ignored; skipped" in warnings
+    assert f"rhgen: warning: label '{LABEL}' of container 'app3': is a boolean, not text; skipped" in warnings
+    assert f"rhgen: warning: label '{LABEL}' of container 'app4': is a number, not text; skipped" in warnings
+    assert "rhgen: warning: label 'other' of container 'app1': is a list, not text; skipped" in warnings
     reliability(HOSTILE, "YAML answers file: numbers, booleans, floats and lists as label values", cases=4,
                 held="a number is a port; any other kind is a warning naming the label and the container")
 
