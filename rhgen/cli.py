@@ -14,6 +14,7 @@ import click
 
 from . import __version__
 from .errors import RhgenError
+from .messages import SHOWN_CHARS, printable
 from .settings import SETTINGS, describe, flag_name, load_settings
 
 log = logging.getLogger("rhgen")
@@ -21,7 +22,8 @@ log = logging.getLogger("rhgen")
 
 class _LowerLevelFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return super().format(record).replace(record.levelname, record.levelname.lower(), 1)
+        # Messages quote metadata (container names...): never let them drive the terminal.
+        return printable(super().format(record).replace(record.levelname, record.levelname.lower(), 1))
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -48,7 +50,7 @@ def setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
             settings = load_settings(config_file, os.environ, flags)
             command(settings, **kwargs)
         except RhgenError as exc:
-            click.echo(f"rhgen: error: {exc}", err=True)
+            click.echo(printable(f"rhgen: error: {exc}", lines=True), err=True)
             sys.exit(exc.exit_code)
 
     for setting in reversed(SETTINGS):
@@ -108,7 +110,7 @@ def watch(settings: Any, allow_empty: bool) -> None:
 
     Rancher: long-polls /<version>/version. Docker: follows the events stream. File: polls
     METADATA_FILE. Bursts of changes wait RHGEN_SETTLE seconds of quiet and give one run; a
-    failed run keeps the configuration in service and is retried with backoff; every
+    failed run keeps the configuration in service and is retried with backoff (at most 2 s); every
     RHGEN_RESYNC seconds a run happens anyway. With HAPROXY_STATS_SOCKET, host-map-only
     changes go through HAProxy's runtime API instead of a reload.
     """
@@ -125,7 +127,7 @@ def watch(settings: Any, allow_empty: bool) -> None:
             if not outcome.changed:
                 runtime.repair_drift(settings, settings.haproxy_domain_map, apply.read_live(settings.haproxy_domain_map))
         except RhgenError as exc:
-            click.echo(f"rhgen: error: {exc}; the configuration in service stays", err=True)
+            click.echo(printable(f"rhgen: error: {exc}; the configuration in service stays", lines=True), err=True)
             return False
         counts["reloads"] += outcome.reloaded
         counts["runtime"] += outcome.runtime_api
@@ -154,16 +156,23 @@ def routes(settings: Any, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(_routes_json(routing, backends), indent=2))
         return
+    lines = []
     for route in routing.routes:
         servers = backends[route.backend].servers
-        click.echo(f"{route.host}  →  {route.backend}  ({route.kind})")
+        lines.append(f"{route.host}  →  {route.backend}  ({route.kind})")
         for server in servers:
             proxy = f"  {server.proxy_protocol}" if server.proxy_protocol else ""
-            click.echo(f"    {server.name}  {server.address}:{server.port}{proxy}  [{server.container}]")
+            lines.append(f"    {server.name}  {server.address}:{server.port}{proxy}  [{shown_name(server.container)}]")
     if routing.skipped:
-        click.echo("skipped:")
-        for skipped in routing.skipped:
-            click.echo(f"    {skipped.what}: {skipped.reason}")
+        lines.append("skipped:")
+        lines.extend(f"    {skipped.what}: {skipped.reason}" for skipped in routing.skipped)
+    for line in lines:  # container names are metadata: escape sequences are shown, not obeyed
+        click.echo(printable(line))
+
+
+def shown_name(name: str) -> str:
+    """A container name as `routes` shows it: as is, cut when long (messages.shown without the quotes)."""
+    return name if len(name) <= SHOWN_CHARS else f"{name[:SHOWN_CHARS]}… ({len(name)} characters)"
 
 
 def _routes_json(routing: Any, backends: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .messages import shown
 from .names import dns_lower, identifier, is_dns_label, is_hostname, normalise_hostname
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class Container:
     state: str
     health: str | None
     labels: Mapping[str, str]
+    bad_labels: tuple[tuple[str, str], ...] = ()  # (label, kind) of values that are no text, left out
 
 
 @dataclass(frozen=True)
@@ -101,11 +103,11 @@ def container_from_json(item: Any, index: int) -> Container | Skipped:
     if not isinstance(item, dict):
         return Skipped(f"containers[{index}]", f"is a {type(item).__name__}, not an object")
     name = _text(item.get("name")) or f"containers[{index}]"
-    what = f"container {name!r}"
+    what = f"container {shown(name)}"
     labels = item.get("labels") or {}
     if not isinstance(labels, dict):
         return Skipped(what, "labels is not an object")
-    labels = {k: v for k, v in labels.items() if isinstance(k, str) and isinstance(v, str)}
+    labels, bad_labels = _label_values(labels)
     for key in ("stack_name", "service_name", "uuid", "state"):
         if not _text(item.get(key)):
             return Skipped(what, f"has no {key}")
@@ -125,7 +127,30 @@ def container_from_json(item: Any, index: int) -> Container | Skipped:
         state=item["state"],
         health=health,
         labels=labels,
+        bad_labels=bad_labels,
     )
+
+
+def _label_values(labels: dict[Any, Any]) -> tuple[dict[str, str], tuple[tuple[str, str], ...]]:
+    """Label values as text. Docker and Rancher send strings; a YAML answers file sends
+    `map-public-http: 8080` as a number, which is a port too. Any other kind (true, 1.5, a list)
+    is kept out and named, so the container's warning says which label was ignored."""
+    values, bad = {}, []
+    for key, value in labels.items():
+        if not isinstance(key, str):
+            continue
+        if isinstance(value, str):
+            values[key] = value
+        elif isinstance(value, int) and not isinstance(value, bool):
+            values[key] = str(value)
+        else:
+            bad.append((key, _json_kind(value)))
+    return values, tuple(sorted(bad))
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {dict: "mapping", list: "list", bool: "boolean", float: "number", type(None): "null"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def containers_from_json(items: Iterable[Any]) -> tuple[tuple[Container, ...], tuple[Skipped, ...]]:
@@ -167,23 +192,23 @@ def _port(value: str) -> int | None:
 
 def server_for(container: Container, label: str, proxy_label: str) -> Server | Skipped:
     """The server line of one labelled container, or why it gets no traffic."""
-    what = f"container {container.name!r}"
+    what = f"container {shown(container.name)}"
     if container.state != "running":
-        return Skipped(what, f"state is {container.state!r}", warn=False)
+        return Skipped(what, f"state is {shown(container.state)}", warn=False)
     if container.health not in ROUTABLE_HEALTH:
-        return Skipped(what, f"health_state is {container.health!r}", warn=False)
+        return Skipped(what, f"health_state is {shown(container.health)}", warn=False)
     port = _port(container.labels[label])
     if port is None:
-        return Skipped(what, f"label {label}={container.labels[label]!r} is not a port (1-65535)")
+        return Skipped(what, f"label {label}={shown(container.labels[label])} is not a port (1-65535)")
     address = _server_address(container.ip)
     if address is None:
-        return Skipped(what, f"primary_ip {container.ip!r} is not an IP address")
+        return Skipped(what, f"primary_ip {shown(container.ip)} is not an IP address")
     proxy = ""
     if proxy_label and proxy_label in container.labels:
         proxy = container.labels[proxy_label].strip()
         if proxy not in PROXY_KEYWORDS:
             return Skipped(
-                what, f"label {proxy_label}={container.labels[proxy_label]!r} is not one of {', '.join(PROXY_KEYWORDS)}"
+                what, f"label {proxy_label}={shown(container.labels[proxy_label])} is not one of {', '.join(PROXY_KEYWORDS)}"
             )
     return Server(
         name=identifier(f"{container.service}-{container.uuid}"),
@@ -206,11 +231,11 @@ def _aliases(service_metadata: Mapping[str, Any]) -> tuple[list[tuple[str, str]]
         if isinstance(names, str):
             names = [names]
         if not isinstance(stack, str) or not isinstance(names, list):
-            skipped.append(Skipped(f"aliases of {stack!r}", "is not a list of names"))
+            skipped.append(Skipped(f"aliases of {shown(stack)}", "is not a list of names"))
             continue
         for name in names:
             if not isinstance(name, str):
-                skipped.append(Skipped(f"alias {name!r} of stack {stack!r}", "is not a string"))
+                skipped.append(Skipped(f"alias {shown(name)} of stack {shown(stack)}", "is not a string"))
                 continue
             pairs.append((stack, name))
     return pairs, skipped
@@ -222,63 +247,214 @@ def alias_host(name: str, domain: str) -> str:
     return host if "." in host else f"{host}.{domain}"
 
 
+def host_label(stack: str) -> str:
+    """The host label of a stack: ASCII lower case, `_` as `-` (Compose project names such as
+    rt_proj hold `_`, which a host name cannot). Callers check it is a DNS label."""
+    return dns_lower(stack).replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Incumbents:
+    """What the live files serve now, read once at the edge: who keeps a contested name.
+
+    A newcomer (a stack named APP1 beside app1, a second container with the same uuid) must
+    not take over what is served; when nobody serves a contested name yet, nobody gets it.
+    """
+
+    hosts: Mapping[str, str] = field(default_factory=dict)  # host -> backend, from domain.map
+    stacks: Mapping[str, str] = field(default_factory=dict)  # backend -> stack, from backends.cfg's "# stack" lines
+    servers: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (backend, server) -> "address:port"
+
+
+def incumbents_from(domain_map: bytes | None, backends: bytes | None) -> Incumbents:
+    """Parse the live domain.map and backends.cfg (as the bundled templates write them); lines of
+    any other shape are ignored, so a customised template only means fewer incumbents."""
+    hosts: dict[str, str] = {}
+    for line in (domain_map or b"").decode("utf-8", "replace").splitlines():
+        words = line.split()
+        if len(words) == 2 and not words[0].startswith("#"):
+            hosts.setdefault(words[0], words[1])
+    stacks: dict[str, str] = {}
+    servers: dict[tuple[str, str], str] = {}
+    stack, backend = None, None
+    for line in (backends or b"").decode("utf-8", "replace").splitlines():
+        words = line.split()
+        if len(words) == 3 and words[:2] == ["#", "stack"]:
+            stack = words[2]
+        elif len(words) == 2 and words[0] == "backend":
+            backend = words[1]
+            if stack is not None:
+                stacks.setdefault(backend, stack)
+            stack = None
+        elif len(words) >= 3 and words[0] == "server" and backend is not None:
+            servers.setdefault((backend, words[1]), words[2])
+    return Incumbents(hosts, stacks, servers)
+
+
+@dataclass(frozen=True)
+class _Claim:
+    host: str
+    backend: str
+    kind: str  # "stack" or "alias"
+    what: str  # the claimant in messages: "stack 'app1'" or "alias 'www' of stack 'app1'"
+
+
+def _contest(claimants: list[str], incumbent: str | None) -> str | None:
+    """The one claimant that keeps a contested name: the incumbent, or none."""
+    return incumbent if incumbent in claimants else None
+
+
+def _lost(others: str, winner: str | None) -> str:
+    return f"{others}, which serves it now" if winner else f"{others}; none of them serves it yet, so none gets it"
+
+
 def build_routing(
     source: SourceData,
     domain: str,
     label: str,
     proxy_label: str = "",
+    incumbents: Incumbents = Incumbents(),
 ) -> Routing:
-    """Turn validated containers and service metadata into backends and host routes."""
+    """Turn validated containers and service metadata into backends and host routes.
+
+    A contested name (a host label of two stacks, a server name of two containers, a host of a
+    stack and an alias or of two aliases) stays with whoever serves it in the live files
+    (`incumbents`); when nobody does, every claimant is skipped. The result depends only on the
+    content and the incumbents, never on the order."""
     skipped: list[Skipped] = list(source.skipped)
-    servers_by_backend: dict[str, list[Server]] = {}
-    stack_of_backend: dict[str, str] = {}
+    # host label -> stack -> [(container, server)]; every labelled container claims its stack's
+    # host label, routable or not: a stack restarting all its containers keeps its host.
+    candidates: dict[str, dict[str, list[tuple[Container, Server]]]] = {}
 
     for container in sorted(source.containers, key=lambda c: (c.stack, c.service, c.uuid, c.name)):
+        for key, kind in container.bad_labels:
+            skipped.append(Skipped(f"label {shown(key)} of container {shown(container.name)}", f"is a {kind}, not text"))
         if label not in container.labels:
             continue
-        backend = dns_lower(container.stack)
+        what = f"container {shown(container.name)}"
+        backend = host_label(container.stack)
         if not is_dns_label(backend) or len(f"{backend}.{domain}") > 253:
-            skipped.append(Skipped(f"container {container.name!r}", f"stack {container.stack!r} is not a valid DNS label"))
+            skipped.append(Skipped(what, f"stack {shown(container.stack)} is not a valid DNS label"))
             continue
+        entries = candidates.setdefault(backend, {}).setdefault(container.stack, [])
         result = server_for(container, label, proxy_label)
         if isinstance(result, Skipped):
             skipped.append(result)
             continue
-        owner = stack_of_backend.setdefault(backend, container.stack)
-        if owner != container.stack:
-            skipped.append(
-                Skipped(f"container {container.name!r}", f"stack {container.stack!r} has the same host name as stack {owner!r}")
-            )
-            continue
-        servers = servers_by_backend.setdefault(backend, [])
-        if any(s.name == result.name for s in servers):
-            skipped.append(Skipped(f"container {container.name!r}", f"server name {result.name} is already used"))
-            continue
-        servers.append(result)
+        entries.append((container, result))
 
+    # One stack per host label.
+    members: dict[str, tuple[str, list[tuple[Container, Server]]]] = {}
+    for backend, by_stack in sorted(candidates.items()):
+        winner = sorted(by_stack)[0] if len(by_stack) == 1 else _contest(list(by_stack), incumbents.stacks.get(backend))
+        for stack, entries in sorted(by_stack.items()):
+            if stack == winner:
+                if entries:
+                    members[backend] = (stack, entries)
+                continue
+            others = ", ".join(shown(s) for s in sorted(by_stack) if s != stack)
+            reason = _lost(f"stack {shown(stack)} has the same host name as stack {others}", winner)
+            skipped.extend(Skipped(f"container {shown(c.name)}", reason) for c, _ in entries)
+
+    # One container per server name.
+    servers_by_backend: dict[str, list[Server]] = {}
+    for backend, (stack, entries) in members.items():
+        by_name: dict[str, list[tuple[Container, Server]]] = {}
+        for entry in entries:
+            by_name.setdefault(entry[1].name, []).append(entry)
+        kept = []
+        for name, same in by_name.items():
+            if len(same) == 1:
+                kept.append(same[0][1])
+                continue
+            live = incumbents.servers.get((backend, name))
+            winner = next((c.name for c, s in same if f"{s.address}:{s.port}" == live), None)
+            for c, s in same:
+                if c.name == winner and s not in kept:
+                    kept.append(s)
+                    continue
+                others = ", ".join(f"container {shown(o.name)}" for o, _ in same if o is not c)
+                skipped.append(Skipped(f"container {shown(c.name)}", _lost(f"server name {name} is also claimed by {others}", winner)))
+        if kept:
+            servers_by_backend[backend] = kept
+
+    stack_of_backend = {backend: members[backend][0] for backend in servers_by_backend}
+    routes, alias_skipped = _routes(source, domain, incumbents, servers_by_backend, stack_of_backend, skipped)
     backends = tuple(
         Backend(name=name, stack=stack_of_backend[name], servers=tuple(servers))
         for name, servers in sorted(servers_by_backend.items())
     )
-    routes = {f"{b.name}.{domain}": Route(f"{b.name}.{domain}", b.name, "stack") for b in backends}
-
-    pairs, alias_skipped = _aliases(source.service_metadata)
-    skipped.extend(alias_skipped)
-    for stack, name in sorted(pairs):
-        what = f"alias {name!r} of stack {stack!r}"
-        backend = dns_lower(stack)
-        host = alias_host(name, domain)
-        if backend not in servers_by_backend:
-            skipped.append(Skipped(what, "stack has no routed containers", warn=False))
-        elif not is_hostname(host):
-            skipped.append(Skipped(what, f"{host!r} is not a valid host name"))
-        elif host in routes and routes[host].backend != backend:
-            skipped.append(Skipped(what, f"host {host} already routes to {routes[host].backend}"))
-        else:
-            routes.setdefault(host, Route(host, backend, "alias"))
-
     return Routing(
         backends=backends,
         routes=tuple(sorted(routes.values(), key=lambda r: r.host)),
-        skipped=tuple(skipped),
+        skipped=tuple(skipped + alias_skipped),
     )
+
+
+def _routes(
+    source: SourceData,
+    domain: str,
+    incumbents: Incumbents,
+    servers_by_backend: dict[str, list[Server]],
+    stack_of_backend: dict[str, str],
+    skipped: list[Skipped],
+) -> tuple[dict[str, Route], list[Skipped]]:
+    """Hosts of the stacks and their aliases. A stack that loses its own host is dropped with its
+    containers (from servers_by_backend, warning in `skipped`), which can settle other contests:
+    so contests are decided again until no stack drops."""
+    pairs, alias_skipped = _aliases(source.service_metadata)
+    stacks_seen = {c.stack for c in source.containers}
+    claims: list[_Claim] = []
+    for stack, name in sorted(pairs):
+        what = f"alias {shown(name)} of stack {shown(stack)}"
+        backend = host_label(stack)
+        host = alias_host(name, domain)
+        # An alias belongs to the stack it names: not to another stack of the same host label.
+        if backend not in servers_by_backend or (stack_of_backend[backend] != stack and stack in stacks_seen):
+            alias_skipped.append(Skipped(what, "stack has no routed containers", warn=False))
+        elif not is_hostname(host):
+            alias_skipped.append(Skipped(what, f"{shown(host)} is not a valid host name"))
+        else:
+            claims.append(_Claim(host, backend, "alias", what))
+
+    while True:
+        live = [_Claim(f"{b}.{domain}", b, "stack", f"stack {shown(stack_of_backend[b])}") for b in sorted(servers_by_backend)]
+        live += [c for c in claims if c.backend in servers_by_backend]
+        by_host: dict[str, list[_Claim]] = {}
+        for claim in live:
+            by_host.setdefault(claim.host, []).append(claim)
+        winners: dict[str, str | None] = {}
+        dropped = False
+        for host, host_claims in by_host.items():
+            backends = sorted({c.backend for c in host_claims})
+            # A stack's own host beats an alias unless the alias serves it now (a new stack `www`
+            # must not take www.<domain> from the stack whose alias it is); two aliases, neither.
+            own = [c.backend for c in host_claims if c.kind == "stack"]
+            winners[host] = (
+                backends[0] if len(backends) == 1 else _contest(backends, incumbents.hosts.get(host)) or next(iter(own), None)
+            )
+            for claim in host_claims:
+                if claim.kind == "stack" and claim.backend != winners[host]:
+                    others = ", ".join(sorted({c.what for c in host_claims if c.backend != claim.backend}))
+                    reason = _lost(f"host {host} of stack {shown(stack_of_backend[claim.backend])} is also claimed by {others}", winners[host])
+                    for server in servers_by_backend.pop(claim.backend):
+                        skipped.append(Skipped(f"container {shown(server.container)}", reason))
+                    dropped = True
+        if not dropped:
+            break
+
+    routes: dict[str, Route] = {}
+    for host, host_claims in sorted(by_host.items()):
+        winner = winners[host]
+        for claim in host_claims:
+            if claim.backend == winner:
+                routes.setdefault(host, Route(host, claim.backend, claim.kind))
+            elif claim.kind == "alias" and winner and incumbents.hosts.get(host) != winner:
+                alias_skipped.append(Skipped(claim.what, f"host {host} already routes to {winner}"))
+            elif claim.kind == "alias":
+                others = ", ".join(sorted({c.what for c in host_claims if c.backend != claim.backend}))
+                alias_skipped.append(Skipped(claim.what, _lost(f"host {host} is also claimed by {others}", winner)))
+    for claim in claims:
+        if claim.backend not in servers_by_backend:
+            alias_skipped.append(Skipped(claim.what, "stack has no routed containers", warn=False))
+    return routes, alias_skipped

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import apply, fingerprint, runtime, sources
 from .errors import ApplyError
-from .model import Routing, SourceData, build_routing
+from .model import Routing, SourceData, build_routing, incumbents_from
 from .settings import settings_warnings
 
 if TYPE_CHECKING:
@@ -35,9 +35,15 @@ class Model:
 
 
 def fetch_routing(settings: Any) -> tuple[SourceData, Routing]:
-    """Fetch from the configured source and build the routing model, warning about what is skipped."""
+    """Fetch from the configured source and build the routing model, warning about what is skipped.
+    The live files are read first: whoever serves a contested host or server name there keeps it."""
+    incumbents = incumbents_from(
+        apply.read_live(settings.haproxy_domain_map), apply.read_live(settings.haproxy_backend_config)
+    )
     source = sources.fetch(settings)
-    routing = build_routing(source, settings.stack_domain, settings.rancher_label, settings.rancher_proxy_label)
+    routing = build_routing(
+        source, settings.stack_domain, settings.rancher_label, settings.rancher_proxy_label, incumbents
+    )
     for skipped in routing.skipped:
         if skipped.warn:
             log.warning("%s: %s; skipped", skipped.what, skipped.reason)

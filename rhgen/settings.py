@@ -26,6 +26,7 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
 
 from . import resources
 from .errors import SettingsError
+from .messages import shown as quoted
 from .names import is_hostname, normalise_hostname
 
 # --- parsers: raw value (str from env/flags, any YAML scalar from files) -> typed value ---
@@ -45,14 +46,26 @@ def parse_bool(raw: Any) -> bool:
     raise ValueError("is not a boolean (use true/false, yes/no or 1/0)")
 
 
+class YamlNonDecimal(str):
+    """The text of a YAML 1.1 integer that is not plain decimal (0x50, 0o17, 017, 1_000, 1:30).
+    YAML would read `http_port: 0x50` as 80: settings are decimal, so integer parsers refuse it,
+    while text settings (a password `0x50`) keep exactly what was written."""
+
+
+def _decimal_text(raw: Any) -> str:
+    if isinstance(raw, bool) or isinstance(raw, YamlNonDecimal):
+        raise ValueError("is not a decimal whole number")
+    return str(raw).strip()
+
+
 def _parse_int(raw: Any) -> int:
-    if isinstance(raw, bool):
-        raise ValueError("is not a whole number")
-    if isinstance(raw, int):
-        return raw
-    text = str(raw).strip()
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        if raw < 0:
+            raise ValueError("is not a decimal whole number")
+        return raw  # from YAML, only plain decimal literals stay ints (see _non_decimal_integers)
+    text = _decimal_text(raw)
     if not re.fullmatch(r"[0-9]{1,10}", text):
-        raise ValueError("is not a whole number")
+        raise ValueError("is not a decimal whole number")
     return int(text)
 
 
@@ -75,7 +88,7 @@ def parse_count(raw: Any) -> int:
 
 def parse_bytes(raw: Any) -> int:
     """A size in bytes, with an optional k/M suffix (binary: 64M is 64 MiB)."""
-    text = str(raw).strip()
+    text = _decimal_text(raw)
     match = re.fullmatch(r"([0-9]{1,12})\s*(?:([kKmM])i?)?[bB]?", text)
     if not match:
         raise ValueError("is not a size in bytes (e.g. 65536, 512k or 64M)")
@@ -87,7 +100,7 @@ def parse_bytes(raw: Any) -> int:
 
 def parse_percent(raw: Any) -> int:
     """A share in percent, 0-100, with or without a trailing %."""
-    text = str(raw).strip().removesuffix("%").strip()
+    text = _decimal_text(raw).removesuffix("%").strip()
     if not re.fullmatch(r"[0-9]{1,3}", text) or int(text) > 100:
         raise ValueError("is not a percentage (0-100)")
     return int(text)
@@ -315,7 +328,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("haproxy_ssl_cert", "HAPROXY_SSL_CERT", parse_required_file_path, "Combined certificate + key PEM.", security=True),
     Setting("haproxy_ssl_cert_dir", "HAPROXY_SSL_CERT_DIR", parse_file_path, "Folder of PEM files (cert + key each), served by SNI.", security=True),
     Setting("haproxy_ssl_default_cert", "HAPROXY_SSL_DEFAULT_CERT", parse_file_name, "File in HAPROXY_SSL_CERT_DIR served when no name matches; default the first."),
-    Setting("haproxy_ssl_crt_list", "HAPROXY_SSL_CRT_LIST", parse_required_file_path, "Generated crt-list naming every certificate haproxy loads."),
+    Setting("haproxy_ssl_crt_list", "HAPROXY_SSL_CRT_LIST", parse_file_path, "Generated crt-list naming every certificate haproxy loads; empty is crt-list.txt beside HAPROXY_CONFIG."),
     Setting("ssl_expiry_warning_days", "SSL_EXPIRY_WARNING_DAYS", parse_days, "Warn when a certificate expires within this many days."),
     Setting("hsts_max_age", "HSTS_MAX_AGE", parse_hsts, "Strict-Transport-Security max-age in seconds on HTTPS; 0 is off.", security=True),
     Setting("haproxy_bin", "HAPROXY_BIN", parse_required_path, "haproxy binary used for `haproxy -c`."),
@@ -358,6 +371,22 @@ Settings = dataclasses.make_dataclass(
 )
 
 
+_PLAIN_DECIMAL = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
+
+
+def _non_decimal_integers(text: str) -> dict[Any, YamlNonDecimal]:
+    """Top-level values YAML 1.1 reads as integers although not written in plain decimal, as written."""
+    root = yaml.compose(text, Loader=SafeLoader)
+    if not isinstance(root, yaml.MappingNode):
+        return {}
+    return {
+        key.value: YamlNonDecimal(value.value)
+        for key, value in root.value
+        if isinstance(key, yaml.ScalarNode) and isinstance(value, yaml.ScalarNode)
+        and value.tag == "tag:yaml.org,2002:int" and not _PLAIN_DECIMAL.fullmatch(value.value)
+    }
+
+
 def read_yaml_file(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -373,9 +402,10 @@ def read_yaml_file(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise SettingsError(f"settings file {path}: expected a mapping of setting: value")
+    data.update(_non_decimal_integers(text))
     unknown = sorted(str(k) for k in data if k not in BY_NAME)
     if unknown:
-        raise SettingsError(f"settings file {path}: unknown setting {unknown[0]!r}")
+        raise SettingsError(f"settings file {path}: unknown setting {quoted(unknown[0])}")
     # Relative paths in a file mean relative to that file, so a config folder can move.
     for name in PATH_SETTINGS & data.keys():
         value = data[name]
@@ -416,10 +446,15 @@ def load_settings(
                     f"setting {setting.env} is required: set it in the environment, "
                     f"as {flag_name(setting.name)} or as {setting.name} in a settings file"
                 ) from None
-            shown = "(hidden)" if setting.secret else repr(raw)
+            shown = "(hidden)" if setting.secret else quoted(raw)
             raise SettingsError(
                 f"setting {setting.env} ({origin.get(setting.name, 'unset')}): {shown} {exc}"
             ) from None
+    # Files rhgen adds beyond the seed's sit beside the seed paths the user chose, never in a
+    # folder they did not name (the lock and fingerprint sit beside HAPROXY_BACKEND_CONFIG).
+    if not parsed["haproxy_ssl_crt_list"]:
+        parsed["haproxy_ssl_crt_list"] = os.path.join(os.path.dirname(parsed["haproxy_config"]), "crt-list.txt")
+        origin["haproxy_ssl_crt_list"] = f"beside HAPROXY_CONFIG ({origin.get('haproxy_config', 'unset')})"
     settings = Settings(**parsed, origin=origin)
     _check_together(settings)
     return settings
@@ -442,7 +477,7 @@ def _check_together(settings: Any) -> None:
     # Checked only when used: DOCKER_HOST is often set for the docker CLI (ssh://, tls) on hosts that use another source.
     if settings.source == "docker" and not is_docker_host(settings.docker_host):
         raise SettingsError(
-            f"setting DOCKER_HOST ({settings.origin.get('docker_host', 'unset')}): {settings.docker_host!r} "
+            f"setting DOCKER_HOST ({settings.origin.get('docker_host', 'unset')}): {quoted(settings.docker_host)} "
             "is not unix:///path/to/docker.sock or tcp://host:port"
         )
     ports = {"HTTP_PORT": settings.http_port}

@@ -4,7 +4,7 @@ A thread follows the source (Rancher long poll, Docker events, file polling) and
 "something may have changed". The main thread debounces: it runs once the source has been
 quiet for RHGEN_SETTLE seconds (at most MAX_SETTLE_FACTOR settle windows after the first
 change), so fifty containers starting together give one run and one reload. A failed run
-leaves the files in service untouched and is retried with backoff; every RHGEN_RESYNC seconds
+leaves the files in service untouched and is retried with backoff (at most 2 s); every RHGEN_RESYNC seconds
 a run happens anyway, as a safety net for a missed change. SIGTERM and SIGINT end the loop
 after the current run.
 """
@@ -29,6 +29,9 @@ CHANGE = "change"
 STOP = "stop"
 MAX_SETTLE_FACTOR = 5  # a source that never goes quiet still runs every 5 settle windows
 RESTART_WATCHER_SECONDS = 5.0
+# A failed run is retried at most this long after the previous try: a source that answers
+# again is back in use within seconds (the Rancher watcher also says so when it recovers).
+RETRY_CAP_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ class Schedule:
         return Schedule(
             next_resync=now + timing.resync,
             failures=failures,
-            retry_at=None if ok else now + sources.retry_delay(failures),
+            retry_at=None if ok else now + sources.retry_delay(failures, cap=RETRY_CAP_SECONDS),
         )
 
 

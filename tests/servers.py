@@ -66,9 +66,11 @@ class _Quiet(http.server.BaseHTTPRequestHandler):
         pass
 
     def send_json(self, status: int, data: Any) -> None:
-        body = json.dumps(data).encode()
+        self.send_body(status, json.dumps(data).encode(), "application/json")
+
+    def send_body(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -119,11 +121,13 @@ def rancher_container(name: str, stack: str, ip: str, port: int | str | None, *,
 class RancherMetadata:
     """The Rancher 1.x metadata service, as far as rhgen reads it."""
 
-    def __init__(self, version: str = "latest"):
+    def __init__(self, version: str = "latest", port: int = 0):
+        """port: 0 for a free one; a closed server's port to come back where it was (after refusals)."""
         self.api_version = version
         self.containers: list[dict[str, Any]] = []
         self.service_metadata: dict[str, Any] | None = None
         self.fail_status: int | None = None  # answer /containers with this status
+        self.html_status: int | None = None  # answer every path (/version too) with an HTML page and this status
         self.max_hold = 120.0
         self.requests: list[str] = []
         self._serial = 0
@@ -135,9 +139,12 @@ class RancherMetadata:
             def do_GET(self) -> None:  # noqa: N802
                 owner.requests.append(self.path)
                 owner._answer(self)
+                if owner._closing:  # a closed service refuses: no keep-alive connection outlives it
+                    self.close_connection = True
 
-        self.server = _Threaded(("127.0.0.1", 0), Handler)
-        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        self.server = _Threaded(("127.0.0.1", port), Handler)
+        self.port = self.server.server_address[1]
+        self.host = f"127.0.0.1:{self.port}"
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     @property
@@ -162,7 +169,9 @@ class RancherMetadata:
         query = dict(urllib.parse.parse_qsl(url.query))
         prefix = f"/{self.api_version}"
         path = url.path[len(prefix):] if url.path.startswith(prefix + "/") else None
-        if path == "/containers":
+        if self.html_status:  # a proxy in front of the service, answering for it
+            handler.send_body(self.html_status, b"<html><body><h1>Bad Gateway</h1></body></html>", "text/html")
+        elif path == "/containers":
             if self.fail_status:
                 handler.send_json(self.fail_status, {"code": self.fail_status, "message": "error", "type": "error"})
             else:
@@ -269,6 +278,8 @@ class DockerDaemon:
             def do_GET(self) -> None:  # noqa: N802
                 owner.requests.append(self.path)
                 owner._answer(self)
+                if owner._closing:  # a closed service refuses: no keep-alive connection outlives it
+                    self.close_connection = True
 
         self.server = _UnixThreaded(self.socket_path, Handler)
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()

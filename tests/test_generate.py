@@ -231,7 +231,7 @@ def test_containers_with_bad_proxy_labels_are_skipped_with_a_warning_each(metada
     ]
 
 
-BAD_STACKS = ["my_stack", "-app", "app-", "app.two", "app 3", "a" * 64, "ünï"]
+BAD_STACKS = ["_app", "-app", "app-", "app.two", "app 3", "a" * 64, "ünï"]
 
 
 def test_stacks_whose_names_are_no_dns_label_are_skipped_with_a_warning_each(metadata_server, generate, target):
@@ -247,6 +247,73 @@ def test_stacks_whose_names_are_no_dns_label_are_skipped_with_a_warning_each(met
     )
     assert map_entries(target) == {"app1.dev.tld": "app1"}
     assert "127.0.1." not in target.backends.read_text()
+
+
+def test_compose_project_with_underscore_routes_with_a_dash(metadata_server, generate, target):
+    """Issue 17: Compose project names may hold `_` (rt_proj); a host label cannot, so `_` becomes `-`."""
+    metadata_server.containers(APP1 + [container("rt_proj", "web", "127.0.0.14", 8080, name="rt_proj-web-1")])
+    metadata_server.service_metadata({"aliases": {"rt_proj": ["shop"]}})
+
+    result = generate()
+
+    assert result.returncode == 0, result.stderr
+    assert warning_lines(result) == []
+    assert map_entries(target) == {"app1.dev.tld": "app1", "rt-proj.dev.tld": "rt-proj", "shop.dev.tld": "rt-proj"}
+    assert "# stack rt_proj\nbackend rt-proj\n" in target.backends.read_text()
+
+
+def test_project_names_that_differ_only_by_underscore_follow_the_collision_rule(metadata_server, generate, target):
+    metadata_server.containers(APP1 + [container("rt_proj", "web", "127.0.0.14", 8080, name="first")])
+    assert generate().returncode == 0
+    metadata_server.containers(
+        APP1 + [container("rt_proj", "web", "127.0.0.14", 8080, name="first"), container("rt-proj", "web", "127.0.0.15", 8080, name="second")]
+    )
+
+    result = generate()
+
+    assert result.returncode == 0, result.stderr
+    assert warning_lines(result) == [
+        "rhgen: warning: container 'second': stack 'rt-proj' has the same host name as stack 'rt_proj', which serves it now; skipped"
+    ]
+    assert map_entries(target)["rt-proj.dev.tld"] == "rt-proj"
+    assert "127.0.0.15" not in target.backends.read_text()
+
+
+def test_new_stack_differing_in_case_cannot_take_over_a_served_host(metadata_server, generate, target):
+    """Issue 17: a new stack APP1 took app1.dev.tld and its aliases; app1's own containers were skipped."""
+    metadata_server.containers(APP1)
+    metadata_server.service_metadata({"aliases": {"app1": ["www"]}})
+    assert generate().returncode == 0
+    served = target.backends.read_text()
+    metadata_server.containers([container("APP1", "web", "127.0.0.66", 8080, name="impostor"), *APP1])
+
+    result = generate()
+
+    assert result.returncode == 0, result.stderr
+    assert warning_lines(result) == [
+        "rhgen: warning: container 'impostor': stack 'APP1' has the same host name as stack 'app1', which serves it now; skipped"
+    ]
+    assert target.backends.read_text() == served
+    assert map_entries(target) == {"app1.dev.tld": "app1", "www.dev.tld": "app1"}
+    assert generate().stdout.strip().endswith("no change")  # the same inputs and live files: the same result
+
+
+def test_container_with_a_copied_uuid_cannot_replace_a_served_server(metadata_server, generate, target):
+    metadata_server.containers(APP1)
+    assert generate().returncode == 0
+    real = APP1[0]
+    impostor = container("app1", "web", "127.0.0.66", 8080, name="aaa-impostor", uuid=real["uuid"])
+    metadata_server.containers([impostor, *APP1])
+
+    result = generate()
+
+    assert result.returncode == 0, result.stderr
+    assert warning_lines(result) == [
+        f"rhgen: warning: container 'aaa-impostor': server name web-{real['uuid']} is also claimed by container "
+        "'app1-web-1', which serves it now; skipped"
+    ]
+    assert "127.0.0.66" not in target.backends.read_text()
+    assert server_lines(target) == [f"server web-{c['uuid']} {c['primary_ip']}:8080" for c in sorted(APP1, key=lambda c: c["uuid"])]
 
 
 def test_container_ip_cannot_inject_lines_into_the_config(metadata_server, generate, target):

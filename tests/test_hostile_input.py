@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 import re
 import subprocess
 import tempfile
@@ -26,7 +27,7 @@ from hypothesis import assume, given, settings as hypothesis_settings, strategie
 from helpers import DOMAIN, LABEL, PROXY_LABEL, container, raw_request
 from rhgen import render
 from rhgen.errors import RhgenError
-from rhgen.model import PROXY_KEYWORDS, ROUTABLE_HEALTH, Routing, SourceData, build_routing
+from rhgen.model import PROXY_KEYWORDS, ROUTABLE_HEALTH, Routing, SourceData, build_routing, incumbents_from
 from rhgen.names import is_hostname
 from rhgen.settings import load_settings
 from rhgen.sources import source_data
@@ -141,8 +142,8 @@ def valid_stacks(draw) -> tuple[list[dict], dict[str, list[str]], Environment]:
     env = Environment([], None)
     aliases: dict[str, list[str]] = {}
     for i in range(draw(st.integers(0, 2))):
-        stack = draw(ascii_case)(f"valid-{i}")
-        backend = stack.lower()
+        stack = draw(ascii_case)(draw(st.sampled_from([f"valid-{i}", f"valid_{i}"])))  # Compose projects hold `_`
+        backend = stack.lower().replace("_", "-")
         env.routes.add((f"{backend}.{DOMAIN}", backend))
         lines = env.servers.setdefault(backend, set())
         for j in range(draw(st.integers(1, 2))):
@@ -152,6 +153,8 @@ def valid_stacks(draw) -> tuple[list[dict], dict[str, list[str]], Environment]:
             if proxy:
                 labels[PROXY_LABEL] = proxy
             item = container(stack, service, ip, port, health=draw(HEALTHY), labels=labels, name=draw(nasty_text), uuid=uuid)
+            if draw(st.booleans()):  # a YAML answers file gives `map-public-http: 8080` as a number
+                item["labels"][LABEL] = port
             env.containers.append(item)
             address = ipaddress.ip_address(ip)
             shown = f"[{address}]" if address.version == 6 else str(address)
@@ -228,7 +231,7 @@ IDENTIFIER = r"[A-Za-z0-9_.:-]+"
 ADDRESS = r"(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-f:.]+\])"
 SERVER_LINE = re.compile(rf"    server ({IDENTIFIER}) ({ADDRESS}):(\d{{1,5}})(?: ({'|'.join(PROXY_KEYWORDS)}))?\Z")
 BACKEND_LINE = re.compile(r"backend ([a-z0-9-]{1,63})\Z")
-STACK_COMMENT = re.compile(r"# stack ([A-Za-z0-9-]{1,63})\Z")
+STACK_COMMENT = re.compile(r"# stack ([A-Za-z0-9_-]{1,63})\Z")  # `_` of Compose project names
 COUNT_COMMENT = re.compile(r"# (\d+) backends, (\d+) servers\Z")
 
 
@@ -318,6 +321,10 @@ def check_rendered(env: Environment, result: Result) -> None:
     for skipped in routing.skipped:
         line = f"{skipped.what}: {skipped.reason}"
         assert skipped.what and skipped.reason and line.isprintable(), repr(line)
+        assert len(line) <= MAX_LINE, f"{len(line)} characters: {line[:200]!r}"  # values are cut, however long
+
+
+MAX_LINE = 1000  # a skip names a few values of at most SHOWN_CHARS (80) characters each
 
 
 # --- properties ----------------------------------------------------------------------------------
@@ -335,9 +342,121 @@ def test_hostile_environments_render_only_what_the_templates_write(reliability):
             check_rendered(env, result)
 
     check()
-    reliability(HOSTILE, "stack, service, container names, labels, proxy labels, uuids, IPs, aliases, shapes",
+    reliability(HOSTILE, "stack, service, container names, labels (text or number), proxy labels, uuids, IPs, aliases, shapes",
                 cases=examples, held="no exception but rhgen's own; map and backends hold exactly the model's lines; "
-                "haproxy.cfg untouched by metadata; every valid item still routed; every skip one printable line")
+                "haproxy.cfg untouched by metadata; every valid item still routed; every skip one printable line "
+                f"of at most {MAX_LINE} characters")
+
+
+def impostors_of(valid: list[dict], aliases: dict[str, list[str]], draw) -> tuple[list[dict], dict[str, list[str]]]:
+    """Containers anyone who can start one could add: a stack named like a served one in another case
+    or with `_` for `-`, a copied uuid, and aliases claiming the served stacks' hosts."""
+    items, claims = [], {}
+    for n, item in enumerate(valid):
+        stack = item["stack_name"]
+        twin = draw(st.sampled_from([stack.swapcase(), stack.replace("-", "_"), stack.replace("_", "-"), stack.upper()]))
+        ip = f"127.250.{n // 250}.{n % 250 + 1}"
+        if twin != stack:
+            items.append({**item, "stack_name": twin, "name": f"impostor-stack-{n}", "primary_ip": ip, "uuid": f"i{n}"})
+            claims[twin] = [f"{twin}.{DOMAIN}", *aliases.get(stack, [])]
+        items.append({**item, "name": f"impostor-uuid-{n}", "primary_ip": ip})  # same stack, service and uuid
+    return items, claims
+
+
+def test_impostors_never_take_over_what_is_served(reliability):
+    """Issue 17: whoever can start a labelled container must not take a host or a server another serves."""
+    examples = 0
+
+    @given(environments(), st.data())
+    def check(env: Environment, data: st.DataObject) -> None:
+        nonlocal examples
+        served = run_pipeline(env)
+        assume(served is not None and env.servers)
+        examples += 1
+        lines = " ".join(line for backend_lines in env.servers.values() for line in backend_lines) + " "
+        valid = [c for c in env.containers if isinstance(c, dict) and f"-{c.get('uuid')} " in lines]
+        aliases = env.metadata.get("aliases") if isinstance(env.metadata.get("aliases"), dict) else {}
+        impostors, claims = impostors_of(valid, {k: v for k, v in aliases.items() if isinstance(v, list)}, data.draw)
+        incumbents = incumbents_from(served.files["map"].encode(), served.files["backends"].encode())
+        source = source_data(data.draw(st.permutations(env.containers + impostors)), {**env.metadata, "aliases": {**aliases, **claims}}, "test")
+        routing = build_routing(source, SETTINGS.stack_domain, SETTINGS.rancher_label, SETTINGS.rancher_proxy_label, incumbents)
+        after = {f.role: f.content.decode() for f in render.render_all(SETTINGS, routing)}
+        entries = set(parse_map(after["map"]))
+        assert env.routes <= entries, env.routes - entries
+        before, now = parse_backends(served.files["backends"]), parse_backends(after["backends"])
+        for backend in env.servers:
+            assert now[backend] == before[backend]
+        assert "127.250." not in after["backends"]
+
+    check()
+    reliability(HOSTILE, "impostors: stacks named like served ones (case, `_`), copied uuids, aliases on served hosts",
+                cases=examples, held="every served host and server line stays with its incumbent; no impostor address rendered")
+
+
+def test_answers_file_numbers_are_ports_and_other_kinds_are_named(run_rhgen, tmp_path, reliability):
+    """Issue 17: in a YAML answers file an unquoted port (`map-public-http: 8080`) was silently ignored."""
+    (tmp_path / "answers.yml").write_text(
+        "containers:\n"
+        + "".join(
+            f"  - {{name: {name}, uuid: u{n}, stack_name: {name}, service_name: web, primary_ip: 127.0.0.{n + 11},"
+            f" state: running, labels: {{{LABEL}: {value}, other: [1, 2]}}}}\n"
+            for n, (name, value) in enumerate([("app1", "8080"), ("app2", "'8080'"), ("app3", "true"), ("app4", "80.5")])
+        )
+        + "self_service_metadata: {}\n"
+    )
+    result = run_rhgen(["routes", "--json", "-v"], {"STACK_DOMAIN": DOMAIN, "RHGEN_SOURCE": "file", "METADATA_FILE": "answers.yml"})
+    assert result.returncode == 0, result.stderr
+    routes = json.loads(result.stdout)["routes"]
+    assert [(r["host"], r["servers"][0]["port"]) for r in routes] == [(f"app1.{DOMAIN}", 8080), (f"app2.{DOMAIN}", 8080)]
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert f"rhgen: warning: label '{LABEL}' of container 'app3': is a boolean, not text; skipped" in warnings
+    assert f"rhgen: warning: label '{LABEL}' of container 'app4': is a number, not text; skipped" in warnings
+    assert "rhgen: warning: label 'other' of container 'app1': is a list, not text; skipped" in warnings
+    reliability(HOSTILE, "YAML answers file: numbers, booleans, floats and lists as label values", cases=4,
+                held="a number is a port; any other kind is a warning naming the label and the container")
+
+
+def test_a_100_kb_value_is_cut_in_every_message(metadata_server, generate, reliability):
+    """Issue 17: a 100 KB stack, alias or label value was printed whole, twice, in each warning line."""
+    huge = "x" * 100_000
+    metadata_server.containers([
+        container(huge, "web", "127.0.0.11", 8080, name=huge),
+        container("app1", "web", "127.0.0.12", huge, name="big-label"),
+        container("app2", "web", "127.0.0.13", 8080),
+    ])
+    metadata_server.service_metadata({"aliases": {"app2": [huge + ".com"]}})
+    result = generate()
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3 and all(len(line) < 400 for line in lines), [len(line) for line in lines]
+    assert all("… (100000 characters)" in line or "… (100004 characters)" in line for line in lines), lines
+    reliability(HOSTILE, "100 KB stack, container, alias and label values", cases=3,
+                held="each warning line under 400 characters: values cut to 80 with their total length")
+
+
+ESCAPE = "\x1b[2J\x1b[31mred\x1b]0;title\x07\u202e"
+
+
+def test_terminal_escapes_in_names_are_printed_escaped(metadata_server, run_rhgen, target, reliability):
+    """Issue 17: `rhgen routes` printed container names raw: a name could clear the screen or colour it."""
+    metadata_server.containers([
+        container("app1", "web", "127.0.0.11", 8080, name=f"app1-{ESCAPE}"),
+        container("app2", "web", "127.0.0.12", "80a", name=f"bad-{ESCAPE}"),
+    ])
+    outputs = []
+    for args in (["routes"], ["routes", "--json"], ["generate"]):
+        result = run_rhgen(args, target.env)
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout + result.stderr)
+    metadata_server.containers([{"name": ESCAPE}])  # nothing usable: an error quoting the name
+    result = run_rhgen(["generate"], target.env)
+    assert result.returncode == 1
+    outputs.append(result.stdout + result.stderr)
+    for printed in outputs:
+        assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202e]", printed), repr(printed)
+    assert "[app1-\\x1b[2J\\x1b[31mred" in outputs[0]
+    reliability(HOSTILE, "terminal escape sequences and bidi overrides in container names", cases=len(outputs),
+                held="routes (text and JSON), warnings and errors print them escaped, never raw")
 
 
 STACK_NAMES = st.one_of(nasty_text, dns_label.flatmap(lambda s: st.sampled_from([s, s.upper(), s.title(), s + "\u212a", "\u212a" + s])))
@@ -356,7 +475,8 @@ def test_a_stack_or_alias_gets_only_its_own_name_as_host(reliability):
         routing = build_routing(source_data(items, {"aliases": {"zz-other": [alias]}}, "test"), DOMAIN, LABEL)
         for route in routing.routes:
             if route.kind == "stack" and route.backend != "zz-other":
-                assert stack.isascii() and route.host == f"{stack.lower()}.{DOMAIN}" and route.backend == stack.lower()
+                label = stack.lower().replace("_", "-")
+                assert stack.isascii() and route.host == f"{label}.{DOMAIN}" and route.backend == label
             elif route.kind == "alias":
                 name = alias.strip()
                 assert name.isascii() and route.backend == "zz-other"

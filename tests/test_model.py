@@ -7,14 +7,23 @@ import random
 import pytest
 
 from helpers import DOMAIN, LABEL, PROXY_LABEL, container
-from rhgen.model import SourceData, build_routing, containers_from_json
+from rhgen.model import Incumbents, SourceData, build_routing, containers_from_json, incumbents_from
 from rhgen.render import environment
 
 
-def routing_of(items, aliases=None, proxy_label=PROXY_LABEL):
+def routing_of(items, aliases=None, proxy_label=PROXY_LABEL, incumbents=Incumbents()):
     containers, skipped = containers_from_json(items)
     metadata = {} if aliases is None else {"aliases": aliases}
-    return build_routing(SourceData(containers, metadata, skipped), DOMAIN, LABEL, proxy_label)
+    return build_routing(SourceData(containers, metadata, skipped), DOMAIN, LABEL, proxy_label, incumbents)
+
+
+def live_files_of(routing) -> Incumbents:
+    """The incumbents of the files this routing renders to (the bundled templates)."""
+    env = environment()
+    return incumbents_from(
+        env.get_template("domain.map.j2").render(routing=routing).encode(),
+        env.get_template("backends.cfg.j2").render(routing=routing).encode(),
+    )
 
 
 def hosts(routing) -> dict[str, str]:
@@ -115,13 +124,38 @@ def test_alias_colliding_with_another_stacks_host_is_skipped():
     assert all(s.warn for s in routing.skipped)
 
 
-def test_alias_claimed_by_two_stacks_goes_to_one_of_them_whatever_the_order():
+def test_alias_claimed_by_two_stacks_goes_to_neither_while_nobody_serves_it():
     items = [container("app1", "web", "10.0.0.1", 8080), container("app2", "web", "10.0.0.2", 8080)]
     first = routing_of(items, aliases={"app1": ["www"], "app2": ["www"]})
     second = routing_of(items[::-1], aliases={"app2": ["www"], "app1": ["www"]})
     assert first == second
-    assert hosts(first)["www.dev.tld"] == "app1"
-    assert reasons(first) == {"alias 'www' of stack 'app2'": "host www.dev.tld already routes to app1"}
+    assert "www.dev.tld" not in hosts(first)
+    assert reasons(first) == {
+        "alias 'www' of stack 'app1'": "host www.dev.tld is also claimed by alias 'www' of stack 'app2'; "
+        "none of them serves it yet, so none gets it",
+        "alias 'www' of stack 'app2'": "host www.dev.tld is also claimed by alias 'www' of stack 'app1'; "
+        "none of them serves it yet, so none gets it",
+    }
+
+
+def test_alias_claimed_twice_stays_with_the_stack_that_serves_it():
+    items = [container("app1", "web", "10.0.0.1", 8080), container("app2", "web", "10.0.0.2", 8080)]
+    served = live_files_of(routing_of(items, aliases={"app2": ["www"]}))
+    routing = routing_of(items, aliases={"app1": ["www"], "app2": ["www"]}, incumbents=served)
+    assert hosts(routing)["www.dev.tld"] == "app2"
+    assert reasons(routing) == {
+        "alias 'www' of stack 'app1'": "host www.dev.tld is also claimed by alias 'www' of stack 'app2', which serves it now"
+    }
+
+
+def test_new_stack_named_like_a_served_alias_does_not_take_it_over():
+    app1 = [container("app1", "web", "10.0.0.1", 8080)]
+    served = live_files_of(routing_of(app1, aliases={"app1": ["www"]}))
+    routing = routing_of(app1 + [container("www", "web", "10.0.0.9", 8080, name="intruder")], {"app1": ["www"]}, incumbents=served)
+    assert hosts(routing) == {"app1.dev.tld": "app1", "www.dev.tld": "app1"}
+    assert reasons(routing) == {
+        "container 'intruder'": "host www.dev.tld of stack 'www' is also claimed by alias 'www' of stack 'app1', which serves it now"
+    }
 
 
 @pytest.mark.parametrize("alias", ["", "*.example.com", "a..b", "bad_name", "-x", "x" * 64, "ex ample.com", "münchen.de"])
@@ -149,17 +183,32 @@ def test_malformed_aliases_are_skipped_not_fatal(aliases, what, reason):
     assert hosts(routing) == {"app1.dev.tld": "app1", **({"www.dev.tld": "app1"} if what.startswith("alias 5") else {})}
 
 
-def test_two_stacks_differing_only_in_case_route_one_and_warn_about_the_other():
+def test_two_new_stacks_differing_only_in_case_both_wait_with_a_warning():
     items = [container("app1", "web", "10.0.0.1", 8080, name="lower"), container("App1", "web", "10.0.0.2", 8080, name="upper")]
 
     routing = routing_of(items)
 
-    assert hosts(routing) == {"app1.dev.tld": "app1"}
-    assert len(servers(routing, "app1")) == 1
-    [skipped] = routing.skipped
-    assert skipped.warn
-    assert "has the same host name as stack" in skipped.reason
-    assert routing_of(items[::-1]) == routing  # which one wins does not depend on the order
+    assert hosts(routing) == {}
+    assert reasons(routing) == {
+        "container 'lower'": "stack 'app1' has the same host name as stack 'App1'; none of them serves it yet, so none gets it",
+        "container 'upper'": "stack 'App1' has the same host name as stack 'app1'; none of them serves it yet, so none gets it",
+    }
+    assert all(s.warn for s in routing.skipped)
+    assert routing_of(items[::-1]) == routing  # the same whatever the order
+
+
+def test_new_stack_cannot_take_the_host_of_a_served_stack_whatever_its_name_sorts():
+    """Issue 17: a new stack APP1 took app1.dev.tld (and its aliases) from app1, because 'APP1' < 'app1'."""
+    app1 = [container("app1", "web", "10.0.0.1", 8080, name="app1-web-1"), container("app1", "api", "10.0.0.3", 8080)]
+    served = live_files_of(routing_of(app1, aliases={"app1": ["www"]}))
+    impostor = container("APP1", "web", "10.0.0.66", 8080, name="impostor")
+
+    routing = routing_of(app1 + [impostor], aliases={"app1": ["www"], "APP1": ["shop"]}, incumbents=served)
+
+    assert hosts(routing) == {"app1.dev.tld": "app1", "www.dev.tld": "app1"}
+    assert servers(routing, "app1") == ["10.0.0.3:8080", "10.0.0.1:8080"]
+    assert reasons(routing)["container 'impostor'"] == "stack 'APP1' has the same host name as stack 'app1', which serves it now"
+    assert "container 'app1-web-1'" not in reasons(routing)
 
 
 @pytest.mark.parametrize(
@@ -261,11 +310,37 @@ def test_same_content_in_any_order_gives_the_same_model():
     assert [s.address for s in expected.backends[0].servers][0] == "10.0.0.3"
 
 
-def test_duplicate_uuid_in_one_service_is_skipped():
+def test_duplicate_uuid_in_one_service_is_skipped_both_while_neither_serves():
     items = [
-        container("app1", "web", "10.0.0.1", 8080, name="a", uuid="same"),
-        container("app1", "web", "10.0.0.2", 8080, name="b", uuid="same"),
+        container("app1", "web", "10.0.0.1", 8080, name="b", uuid="same"),
+        container("app1", "web", "10.0.0.2", 8080, name="a", uuid="same"),
     ]
     routing = routing_of(items)
+    assert routing.backends == ()
+    assert reasons(routing) == {
+        "container 'a'": "server name web-same is also claimed by container 'b'; none of them serves it yet, so none gets it",
+        "container 'b'": "server name web-same is also claimed by container 'a'; none of them serves it yet, so none gets it",
+    }
+
+
+def test_container_with_a_copied_uuid_cannot_replace_the_served_one():
+    """Issue 17: of two containers with one uuid, the name sorting first won: an impostor could replace a server."""
+    real = container("app1", "web", "10.0.0.1", 8080, name="real", uuid="u1")
+    served = live_files_of(routing_of([real]))
+    impostor = container("app1", "web", "10.0.0.66", 8080, name="aaa-impostor", uuid="u1")
+
+    routing = routing_of([impostor, real], incumbents=served)
+
     assert servers(routing, "app1") == ["10.0.0.1:8080"]
-    assert reasons(routing) == {"container 'b'": "server name web-same is already used"}
+    assert reasons(routing) == {
+        "container 'aaa-impostor'": "server name web-u1 is also claimed by container 'real', which serves it now"
+    }
+
+
+def test_a_stack_restarting_all_its_containers_keeps_its_host_from_a_newcomer():
+    """No takeover in the moment a served stack has no running container (a redeploy)."""
+    served = live_files_of(routing_of([container("app1", "web", "10.0.0.1", 8080)]))
+    restarting = container("app1", "web", "10.0.0.1", 8080, state="starting")
+    routing = routing_of([restarting, container("APP1", "web", "10.0.0.66", 8080, name="impostor")], incumbents=served)
+    assert hosts(routing) == {}
+    assert reasons(routing)["container 'impostor'"] == "stack 'APP1' has the same host name as stack 'app1', which serves it now"

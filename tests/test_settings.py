@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
+import trustme
 
 from helpers import CONTAINERS, LABEL, container
 from rhgen.errors import SettingsError
@@ -224,3 +226,51 @@ def test_secret_setting_value_is_never_shown():
         load_settings(None, {"STACK_DOMAIN": "dev.tld", "STATS_PASSWORD": "s3cret with space"})
     assert "STATS_PASSWORD" in str(caught.value)
     assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("literal", ["0x50", "0o120", "0120", "1_000", "1:20", "+0x50"])
+def test_integer_settings_from_yaml_are_decimal_only(literal, tmp_path):
+    """YAML 1.1 reads 0x50 as 80, 017 as 15, 1_000 as 1000 and 1:20 as 80: a port must be written as one."""
+    (tmp_path / "rhgen.yml").write_text(f"http_port: {literal}\n")
+    with pytest.raises(SettingsError, match=rf"setting HTTP_PORT \(settings file .*\): '{re.escape(literal)}' is not a port"):
+        load_settings(str(tmp_path / "rhgen.yml"), {"STACK_DOMAIN": "dev.tld"})
+
+
+@pytest.mark.parametrize("literal, value", [("8080", 8080), ("'8080'", 8080), ("\"8080\"", 8080)])
+def test_decimal_integers_and_decimal_strings_from_yaml_are_read(literal, value, tmp_path):
+    (tmp_path / "rhgen.yml").write_text(f"http_port: {literal}\nstats_password: 0x50\n")
+    settings = load_settings(str(tmp_path / "rhgen.yml"), {"STACK_DOMAIN": "dev.tld"})
+    assert settings.http_port == value
+    assert settings.stats_password == "0x50"  # a text setting keeps what was written, not "80"
+
+
+def test_crt_list_defaults_beside_the_seed_config_the_user_named(tmp_path):
+    own = tmp_path / "own"
+    settings = load_settings(None, {"STACK_DOMAIN": "dev.tld", "ENABLE_SSL": "true", "HAPROXY_CONFIG": str(own / "haproxy.cfg")})
+    assert settings.haproxy_ssl_crt_list == str(own / "crt-list.txt")
+    named = load_settings(None, {"STACK_DOMAIN": "dev.tld", "HAPROXY_SSL_CRT_LIST": str(tmp_path / "x.txt")})
+    assert named.haproxy_ssl_crt_list == str(tmp_path / "x.txt")
+
+
+def test_tls_seed_in_its_own_folder_generates_without_naming_the_crt_list(run_rhgen, tmp_path):
+    """Issue 10: every seed path in one folder plus ENABLE_SSL failed on /usr/local/etc/haproxy/crt-list.txt."""
+    own = tmp_path / "seed"
+    own.mkdir()
+    answers = {"containers": [container("app1", "web", "127.0.0.12", 8080)], "self_service_metadata": {}}
+    (tmp_path / "answers.json").write_text(json.dumps(answers))
+    env = {
+        "STACK_DOMAIN": "dev.tld", "ENABLE_SSL": "true", "RHGEN_SOURCE": "file", "METADATA_FILE": "answers.json",
+        "HTTP_PORT": "18080", "HTTPS_PORT": "18443", "BIND_ADDRESS": "127.0.0.1",
+        **{var: str(own / name) for var, name in (
+            ("HAPROXY_CONFIG", "haproxy.cfg"), ("HAPROXY_BACKEND_CONFIG", "backends.cfg"),
+            ("HAPROXY_DOMAIN_MAP", "domain.map"), ("HAPROXY_SSL_CERT", "haproxy.pem"),
+        )},
+    }
+    leaf = trustme.CA().issue_cert("app1.dev.tld")
+    (own / "haproxy.pem").write_bytes(leaf.private_key_and_cert_chain_pem.bytes())  # a mounted PEM
+
+    result = run_rhgen(["generate"], env)
+
+    assert result.returncode == 0, result.stderr
+    assert (own / "crt-list.txt").is_file()
+    assert f"crt-list {own / 'crt-list.txt'}" in (own / "haproxy.cfg").read_text()

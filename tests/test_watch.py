@@ -54,15 +54,15 @@ def test_a_source_that_never_goes_quiet_still_runs_every_few_settle_windows():
     assert schedule.due(TIMING) == pytest.approx(10 + TIMING.max_settle)
 
 
-def test_failed_runs_are_retried_with_growing_backoff_and_success_resets_it():
+def test_failed_runs_are_retried_with_growing_backoff_capped_at_2s_and_success_resets_it():
     schedule = Schedule(next_resync=60)
     delays = []
-    for now in (1.0, 2.0, 3.0, 4.0):
+    for now in (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0):
         schedule = schedule.ran(now, ok=False, timing=TIMING)
         delays.append(round(schedule.due(TIMING) - now, 3))
-    assert delays == [0.5, 1.0, 2.0, 4.0]
-    schedule = schedule.ran(5.0, ok=True, timing=TIMING)
-    assert schedule.due(TIMING) == 65.0 and schedule.failures == 0
+    assert delays == [0.5, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0]  # a source that answers again is used within 2 s
+    schedule = schedule.ran(8.0, ok=True, timing=TIMING)
+    assert schedule.due(TIMING) == 68.0 and schedule.failures == 0
 
 
 def test_the_loop_coalesces_queued_changes_into_one_run_and_stops_on_request():
@@ -243,4 +243,93 @@ def test_docker_daemon_restart_is_survived(tmp_path, sockets, cleanup):
     restarted = started(cleanup, DockerDaemon(sockets / "docker.sock"))
     restarted.put(docker_container("app2-web-1", "app2", "172.19.0.2", 8080))  # happened while it was away
     wait_for(lambda: "172.19.0.2:8080" in (tmp_path / "backends.cfg").read_text(), timeout=10, what="the catch-up run")
+    assert watcher.stop() == 0
+
+
+# --- recovery after source faults -------------------------------------------------------------
+
+OUTAGE = 9.0  # long enough for an uncapped backoff to reach 8 s (0.5 + 1 + 2 + 4 + 8)
+
+
+def _outage(metadata: RancherMetadata, fault: str) -> None:
+    if fault == "refused":
+        metadata.close()
+    elif fault == "HTTP 500":
+        metadata.fail_status = 500
+    else:
+        metadata.html_status = 502
+
+
+def _recover(metadata: RancherMetadata, fault: str, cleanup: list, containers: list, serial: int) -> RancherMetadata:
+    if fault == "refused":  # the service comes back on its port, at the given version
+        metadata = started(cleanup, RancherMetadata(port=metadata.port))
+        metadata._serial = serial
+        metadata.set(containers, bump=False)
+    else:
+        metadata.fail_status = metadata.html_status = None
+    return metadata
+
+
+@pytest.mark.parametrize("fault", ["refused", "HTTP 500", "HTML pages"])
+def test_rancher_recovery_after_an_outage_is_used_within_2s(fault, tmp_path, cleanup, reliability):
+    """Issue 17: after 20 s of faults the watch took ~12 s to notice the source answering again."""
+    metadata = started(cleanup, RancherMetadata())
+    app1 = rancher_container("app1-web-1", "app1", "127.0.0.11", 8080)
+    app2 = rancher_container("app2-web-1", "app2", "127.0.0.12", 8080)
+    metadata.set([app1])
+    watcher = started(cleanup, Watch(rhgen_env(tmp_path, free_port(), RANCHER_API_HOST=metadata.host)))
+    watcher.wait_out("changed:")
+    wait_for(lambda: any("value=" in r for r in metadata.requests), what="the first long poll")
+
+    _outage(metadata, fault)
+    metadata.add(app2)  # the change made during the outage
+    time.sleep(OUTAGE)
+    assert "backend app2" not in (tmp_path / "backends.cfg").read_text()
+    recovered = time.monotonic()
+    _recover(metadata, fault, cleanup, [app1, app2], metadata._serial)
+    watcher.wait_out("changed:", count=2, timeout=30)
+    seconds = time.monotonic() - recovered
+    print(f"{fault}: source answering again -> change applied: {seconds:.2f} s")
+    assert "backend app2" in (tmp_path / "backends.cfg").read_text()
+    assert seconds < 4.0  # target 2 s; the margin is for a loaded machine
+    assert watcher.stop() == 0
+    reliability("Faults of the source", f"rhgen watch: {OUTAGE:.0f} s of {fault}, then recovery", held=(
+        f"configuration in service kept; the change made meanwhile applied {seconds:.1f} s after recovery (< 4 s)"))
+
+
+def test_rancher_change_soon_after_an_unchanged_recovery_converges_normally(tmp_path, cleanup, reliability):
+    """Issue 17: a change made 2 s after the service came back (unchanged) took 9.9 s to apply."""
+    metadata = started(cleanup, RancherMetadata())
+    app1 = rancher_container("app1-web-1", "app1", "127.0.0.11", 8080)
+    metadata.set([app1])
+    watcher = started(cleanup, Watch(rhgen_env(tmp_path, free_port(), RANCHER_API_HOST=metadata.host)))
+    watcher.wait_out("changed:")
+    wait_for(lambda: any("value=" in r for r in metadata.requests), what="the first long poll")
+
+    _outage(metadata, "refused")
+    time.sleep(OUTAGE)
+    metadata = _recover(metadata, "refused", cleanup, [app1], metadata._serial)
+    noticed = time.monotonic()
+    wait_for(lambda: any("answering again" in line for line in watcher.err), timeout=10, what="the recovery")
+    recovery = time.monotonic() - noticed
+    time.sleep(2)
+    changed = time.monotonic()
+    metadata.add(rancher_container("app2-web-1", "app2", "127.0.0.12", 8080))
+    watcher.wait_out("changed:", count=2, timeout=30)
+    seconds = time.monotonic() - changed
+    print(f"recovery noticed after {recovery:.2f} s; change 2 s later applied in {seconds:.2f} s")
+    assert recovery < 4.0 and seconds < 2.0  # targets 2 s and the normal convergence (< 1 s)
+    assert watcher.stop() == 0
+    reliability("Faults of the source", f"rhgen watch: {OUTAGE:.0f} s refused, unchanged recovery, a change 2 s later",
+                held=f"recovery noticed in {recovery:.1f} s, the change applied in {seconds:.1f} s")
+
+
+def test_html_answer_on_version_is_a_fault_not_a_version(tmp_path, cleanup):
+    metadata = started(cleanup, RancherMetadata())
+    metadata.set([rancher_container("app1-web-1", "app1", "127.0.0.11", 8080)])
+    metadata.html_status = 200  # a captive portal or proxy page, with status 200
+    watcher = started(cleanup, Watch(rhgen_env(tmp_path, free_port(), RANCHER_API_HOST=metadata.host), "-v"))
+    wait_for(lambda: any("is not a version string (starts with '<html>" in line for line in watcher.err),
+             what=f"the fault in {watcher.err}")
+    assert not any("metadata version None -> <html>" in line for line in watcher.err)
     assert watcher.stop() == 0

@@ -28,6 +28,7 @@ import urllib3.connection
 import urllib3.connectionpool
 
 from ..errors import SourceError
+from ..messages import shown
 from ..model import ROUTABLE_HEALTH, SourceData, Skipped
 from . import rancher, retry_delay, source_data
 
@@ -130,7 +131,7 @@ def _container(session: requests.Session, root: str, settings: Any, item: Any, i
         return Skipped(f"docker containers[{index}]", "is not a container object")
     names = item.get("Names")
     name = names[0].lstrip("/") if isinstance(names, list) and names and isinstance(names[0], str) else item["Id"][:12]
-    what = f"container {name!r}"
+    what = f"container {shown(name)}"
     labels = item.get("Labels") if isinstance(item.get("Labels"), dict) else {}
     for key in (PROJECT_LABEL, SERVICE_LABEL):
         if not isinstance(labels.get(key), str) or not labels[key]:
@@ -148,7 +149,7 @@ def _container(session: requests.Session, root: str, settings: Any, item: Any, i
     if container["state"] != "running":
         return container  # the model says why it gets no traffic
     inspected = rancher.get_json(session, f"{root}/containers/{quote(item['Id'], safe='')}/json", settings,
-                                 missing=None, what=f"docker {settings.docker_host} inspect {name}")
+                                 missing=None, what=f"docker {settings.docker_host} inspect {shown(name)}")
     if inspected is None:
         return None  # removed between the list and the inspect
     if not isinstance(inspected, dict):
@@ -178,14 +179,14 @@ def _address(networks: dict[str, Any], wanted: str) -> tuple[str | None, str]:
     """The container's IP on the wanted network (or its first one), or why there is none."""
     if wanted and wanted not in networks:
         on = ", ".join(sorted(networks)) or "none"
-        return None, f"is not attached to network {wanted!r} (RHGEN_DOCKER_NETWORK; it is on {on})"
+        return None, f"is not attached to network {shown(wanted)} (RHGEN_DOCKER_NETWORK; it is on {on})"
     name = wanted or next(iter(networks), "")
     if not name:
         return None, "has no network (network_mode host or none cannot be routed to)"
     entry = networks[name] if isinstance(networks[name], dict) else {}
     ip = entry.get("IPAddress") or entry.get("GlobalIPv6Address")
     if not isinstance(ip, str) or not ip:
-        return None, f"has no IP address on network {name!r}"
+        return None, f"has no IP address on network {shown(name)}"
     return ip, ""
 
 

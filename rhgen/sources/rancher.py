@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -50,20 +51,32 @@ def _session() -> requests.Session:
     return session
 
 
+# While the service fails, /version is probed at least this often (a cheap request), so its
+# recovery is noticed within a second, not after a backoff grown to half a minute.
+PROBE_CAP_SECONDS = 1.0
+
+# What a version looks like: Rancher's are "<n>-<hash>" or a number. An HTML page or a
+# sentence from a proxy in front of the service is a fault, not a version.
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,199}")
+
+
 def watch(settings: Any, notify: Callable[[], None], stop: threading.Event) -> None:
-    """Long-poll the version; notify() on the first answer and on every change."""
+    """Long-poll the version; notify() on the first answer, on every change and on recovery."""
     url = f"{base_url(settings.rancher_api_host, settings.rancher_api_version)}/version"
     last: str | None = None
     failures = 0
     with _session() as session:
         while not stop.is_set():
-            params = {} if last is None else {"wait": "true", "value": last, "maxWait": str(settings.watch_max_wait)}
+            # After a failure, ask without waiting: a long poll on an unchanged version would
+            # hide the recovery until the version changes or maxWait passes.
+            probing = last is None or failures > 0
+            params = {} if probing else {"wait": "true", "value": last, "maxWait": str(settings.watch_max_wait)}
             started = time.monotonic()
             try:
                 version = _get_version(session, url, params, settings)
             except (requests.RequestException, SourceError) as exc:
                 failures += 1
-                delay = retry_delay(failures)
+                delay = retry_delay(failures, cap=PROBE_CAP_SECONDS)
                 reason = connection_reason(exc) if isinstance(exc, requests.ConnectionError) else str(exc)
                 log.warning("watching metadata %s: %s; trying again in %.1f s", url, reason, delay)
                 stop.wait(delay)
@@ -71,11 +84,13 @@ def watch(settings: Any, notify: Callable[[], None], stop: threading.Event) -> N
             if failures:
                 log.warning("watching metadata %s: answering again", url)
                 failures = 0
+                if version == last:
+                    notify()  # runs that failed meanwhile are retried now, not at their backoff
             if version != last:
                 log.info("metadata version %s -> %s", last, version)
                 last = version
                 notify()
-            elif time.monotonic() - started < MIN_POLL_SECONDS:
+            elif not probing and time.monotonic() - started < MIN_POLL_SECONDS:
                 stop.wait(MIN_POLL_SECONDS)
 
 
@@ -90,7 +105,7 @@ def _get_version(session: requests.Session, url: str, params: dict[str, str], se
         value = json.loads(text)
     except ValueError:
         value = text  # plain-text answer (no JSON negotiated): the version itself
-    if not isinstance(value, str | int) or not str(value):
+    if isinstance(value, bool) or not isinstance(value, str | int) or not _VERSION.fullmatch(str(value)):
         raise SourceError(f"version answer is not a version string ({_preview(answer.content)})")
     return str(value)
 
