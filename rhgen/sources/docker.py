@@ -134,7 +134,7 @@ def fetch(settings: Any) -> SourceData:
             skipped.append(result)
             continue
         containers.append(result)
-        names = [n.strip() for n in result["labels"].get(ALIASES_LABEL, "").split(",")]
+        names = [n.strip() for n in _label(result["labels"], ALIASES_LABEL).split(",")]
         aliases.setdefault(result["stack_name"], set()).update(n for n in names if n)
     metadata = {"aliases": {stack: sorted(names) for stack, names in sorted(aliases.items()) if names}}
     data = source_data(containers, metadata, where)
