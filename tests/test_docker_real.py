@@ -22,6 +22,7 @@ from support.docker import SocketRecorder, docker, wait_for
 
 SOCKET = "/var/run/docker.sock"
 REPO = Path(__file__).resolve().parent.parent
+SOURCE = "Faults of the source"
 COMPOSE = "com.docker.compose.project"
 SERVICE = "com.docker.compose.service"
 
@@ -208,7 +209,7 @@ def test_one_list_call_per_run_and_no_inspect(env, docker_lab, run_rhgen):
     assert len(requests) == 1 and requests[0].startswith("GET /containers/json?"), requests
 
 
-def test_a_missing_socket_says_how_to_mount_it(env, run_rhgen, target):
+def test_a_missing_socket_says_how_to_mount_it(env, run_rhgen, target, reliability):
     missing = "/tmp/rhgen-no-such-dir/docker.sock"
     result = run_rhgen(["generate"], {**env, "DOCKER_HOST": f"unix://{missing}"})
     assert result.returncode == 1
@@ -217,9 +218,10 @@ def test_a_missing_socket_says_how_to_mount_it(env, run_rhgen, target):
         f"mount it into the container with -v /var/run/docker.sock:{missing}:ro"
     )
     assert list(target.folder.iterdir()) == []
+    reliability(SOURCE, "Docker socket missing", held="exit 1, one error line with the -v to add, nothing written")
 
 
-def test_permission_denied_on_the_socket_names_its_group(env, docker_daemon):
+def test_permission_denied_on_the_socket_names_its_group(env, docker_daemon, reliability):
     stat = os.stat(SOCKET)
     if stat.st_mode & 0o006:
         pytest.skip(f"{SOCKET} is open to everyone here")
@@ -238,6 +240,8 @@ def test_permission_denied_on_the_socket_names_its_group(env, docker_daemon):
         f"rhgen: error: docker socket {SOCKET}: permission denied (owned by group {group}, gid {stat.st_gid}, "
         f"mode {stat.st_mode & 0o777:o}): run rhgen in that group (docker run --group-add {stat.st_gid}) or as root"
     )
+    reliability(SOURCE, "Docker socket not permitted to rhgen's user",
+                held="exit 1, one error line naming the socket, its group and --group-add")
 
 
 # --- watch ------------------------------------------------------------------------------------
@@ -323,7 +327,7 @@ def env_file(env, key):
         return ""
 
 
-def test_watch_reconnects_after_a_dockerd_restart(private_dockerd, tmp_path, env):
+def test_watch_reconnects_after_a_dockerd_restart(private_dockerd, tmp_path, env, reliability):
     daemon = private_dockerd
     label = env["RANCHER_LABEL"]
 
@@ -345,5 +349,7 @@ def test_watch_reconnects_after_a_dockerd_restart(private_dockerd, tmp_path, env
         run("after")  # a change made after the restart, seen only through the new events stream
         wait_for(lambda: seen("after"), 20, f"the watch to see the new container: {watcher.err[-5:]}")
         assert watcher.stop(signal.SIGTERM) == 0
+        reliability(SOURCE, "dockerd restart under rhgen watch",
+                    held="the watch retries, reconnects by itself and sees a container started after the restart")
     finally:
         watcher.close()
