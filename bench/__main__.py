@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--skip-load", action="store_true", help="skip the reload-safety load test")
     parser.add_argument("--skip-convergence", action="store_true", help="skip the convergence measurement")
+    parser.add_argument("--skip-docker", action="store_true", help="skip `docker start` convergence (needs a Docker daemon)")
     args = parser.parse_args()
     for tool in ("haproxy", "wrk"):
         if not shutil.which(tool) and not (tool == "wrk" and args.skip_load):
@@ -122,6 +123,12 @@ def main() -> None:
                 print(f"bench: reload safety, {way}, {'close' if close else 'keep-alive'} …", file=sys.stderr)
                 loads.append(reload_safety.measure(way, close))
     report = render_report(started, import_floor, interpreter, sizes, converge, loads, " ".join(sys.argv[1:]))
+    if not args.skip_docker:
+        print("bench: docker start convergence …", file=sys.stderr)
+        from . import docker_convergence
+
+        measured = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}"
+        report += "\n" + "\n".join(docker_convergence.render(docker_convergence.measure(), measured)) + "\n"
     Path(args.output).write_text(report)
     print(report)
 

@@ -36,11 +36,11 @@ class Model:
 
 def fetch_routing(settings: Any) -> tuple[SourceData, Routing]:
     """Fetch from the configured source and build the routing model, warning about what is skipped.
-    The live files are read first: whoever serves a contested host or server name there keeps it."""
+    Whoever serves a contested host or server name in the live files keeps it."""
+    source = sources.fetch(settings)
     incumbents = incumbents_from(
         apply.read_live(settings.haproxy_domain_map), apply.read_live(settings.haproxy_backend_config)
     )
-    source = sources.fetch(settings)
     routing = build_routing(
         source, settings.stack_domain, settings.rancher_label, settings.rancher_proxy_label, incumbents
     )

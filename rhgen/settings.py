@@ -347,7 +347,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("metadata_file", "METADATA_FILE", parse_file_path, "Answers file (JSON or YAML: containers, self_service_metadata)."),
     Setting("source", "RHGEN_SOURCE", parse_source, "Where containers come from: rancher, docker or file (DISABLE_METADATA=true means file)."),
     Setting("docker_host", "DOCKER_HOST", parse_text, "Docker Engine API: unix:///path/docker.sock or tcp://host:port."),
-    Setting("docker_network", "RHGEN_DOCKER_NETWORK", parse_docker_network, "Docker network whose container IPs are routed to; empty takes each container's first."),
+    Setting("docker_network", "RHGEN_DOCKER_NETWORK", parse_docker_network, "Docker network whose container IPs are routed to; empty takes each container's first network by name that gives it an IP."),
     Setting("watch_settle", "RHGEN_SETTLE", parse_settle, "watch: seconds without further change before regenerating (bursts give one run)."),
     Setting("watch_resync", "RHGEN_RESYNC", parse_seconds, "watch: regenerate at least this often, changed or not (safety net)."),
     Setting("watch_max_wait", "RHGEN_WATCH_MAX_WAIT", parse_max_wait, "watch: seconds one Rancher long poll of /version waits (1-120)."),

@@ -10,7 +10,9 @@ from hypothesis import HealthCheck, settings as hypothesis_settings
 
 from helpers import BackendServers, Haproxy, MetadataServer, make_target, run_rhgen as run, start_demo
 from reliability_ledger import LEDGER, short_id
-from support.docker import DockerLab, DockerUnavailable, build_backend_image, build_rhgen_image, daemon_answers
+from support.docker import (
+    DockerLab, DockerUnavailable, PrivateDaemon, build_backend_image, build_rhgen_image, daemon_answers,
+)
 
 # Property tests: "ci" (the default, what the README's test command runs) tries 1,000 examples per
 # property; RHGEN_HYPOTHESIS_PROFILE=quick tries 100 while you iterate. No deadline: haproxy -c
@@ -134,3 +136,11 @@ def docker_lab(backend_image):
     lab = DockerLab()
     yield lab
     lab.close()
+
+
+@pytest.fixture
+def private_dockerd(backend_image):
+    """A dockerd of this test alone (no networking), free to stop and restart; removed afterwards."""
+    daemon = PrivateDaemon(backend_image)
+    yield daemon
+    daemon.close()

@@ -245,7 +245,9 @@ def _listed(inspect: dict[str, Any]) -> dict[str, Any]:
     """The /containers/json form of an inspect dict (what `docker ps --format json` is built from)."""
     state = inspect["State"]
     health = state.get("Health", {}).get("Status")
-    status = "Up 3 seconds" + (f" ({health})" if health else "") if state["Status"] == "running" else "Exited (0) 1 second ago"
+    # The texts Docker 20.10 writes (checked on the real daemon): the health is only in Status.
+    shown = {"starting": "health: starting"}.get(health, health)
+    status = "Up 3 seconds" + (f" ({shown})" if health else "") if state["Status"] == "running" else "Exited (0) 1 second ago"
     return {
         "Id": inspect["Id"], "Names": [inspect["Name"]], "Image": inspect["Config"]["Image"], "ImageID": inspect["Image"],
         "Command": "/docker-entrypoint.sh", "Created": 1714557599, "Ports": [], "Labels": inspect["Config"]["Labels"],

@@ -148,7 +148,8 @@ def test_sidekick_layout_reloads_the_http_container_when_the_maps_change(rhgen_i
     app2 = rancher_container(docker_lab, "app2-web-1", network, "app2")
     metadata.put([app1, app2])
     wait_for(answers(port, f"app2.{DOMAIN}", app2["name"]), 30, "app2 after the sidekick rewrote the maps")
-    assert "haproxy reloaded" in docker_lab.logs(http)
+    # The new worker may serve a moment before the watcher, waiting on the master's report, logs it.
+    wait_for(lambda: "haproxy reloaded" in docker_lab.logs(http), 10, "the reload in the HTTP container's log")
     assert get(port, f"app1.{DOMAIN}") == (200, app1["name"] + "\n")
 
 

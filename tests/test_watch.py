@@ -1,8 +1,8 @@
 """`rhgen watch`: the pipeline triggered by change (Rancher long poll, Docker events, file polling).
 
-The end-to-end tests run `rhgen watch` as a process against a real metadata server, a real
-Docker-API server on a unix socket or a real file, and (where traffic matters) a real
-haproxy in master-worker mode that rhgen reloads.
+The end-to-end tests run `rhgen watch` as a process against a real metadata server or a real
+file, and (where traffic matters) a real haproxy in master-worker mode that rhgen reloads. Docker
+events are followed on the real daemon in test_docker_real.py.
 """
 
 from __future__ import annotations
@@ -21,11 +21,9 @@ from pathlib import Path
 import pytest
 from servers import (
     App,
-    DockerDaemon,
     Haproxy,
     RancherMetadata,
     Watch,
-    docker_container,
     free_port,
     rancher_container,
     rhgen_env,
@@ -203,47 +201,6 @@ def test_file_source_is_watched(tmp_path, cleanup):
     wait_for(lambda: any("neither JSON nor YAML" in line for line in watcher.err), timeout=5, what="the error")
     assert "app2.dev.tld app2" in (tmp_path / "domain.map").read_text()
     assert watcher.stop(signal.SIGINT) == 0
-
-
-def test_docker_events_trigger_runs_and_noise_does_not(tmp_path, sockets, cleanup):
-    daemon = started(cleanup, DockerDaemon(sockets / "docker.sock"))
-    env = rhgen_env(tmp_path, free_port(), RHGEN_SOURCE="docker", DOCKER_HOST=daemon.url)
-    watcher = started(cleanup, Watch(env, "--allow-empty"))
-    wait_for(lambda: daemon.streams == 1, what="the events stream")
-
-    web = docker_container("app1-web-1", "app1", "172.18.0.2", 8080, health="starting")
-    daemon.put(web, action="start")
-    watcher.wait_out("changed:")  # the first run (empty), or the one after the start event
-    wait_for(lambda: (tmp_path / "backends.cfg").exists(), what="files")
-    web["State"]["Health"]["Status"] = "healthy"
-    daemon.emit(web, "health_status: healthy")
-    wait_for(lambda: "172.18.0.2:8080" in (tmp_path / "backends.cfg").read_text(), timeout=5, what="the healthy server")
-
-    lists = sum("/containers/json" in r for r in daemon.requests)
-    for _ in range(20):
-        daemon.emit(web, "exec_start: /bin/sh -c curl -f localhost")  # a healthcheck, every interval
-    time.sleep(0.6)
-    assert sum("/containers/json" in r for r in daemon.requests) == lists
-
-    daemon.remove(web, action="die")
-    wait_for(lambda: "172.18.0.2" not in (tmp_path / "backends.cfg").read_text(), timeout=5, what="the server gone")
-    assert watcher.stop() == 0
-
-
-def test_docker_daemon_restart_is_survived(tmp_path, sockets, cleanup):
-    daemon = DockerDaemon(sockets / "docker.sock")
-    env = rhgen_env(tmp_path, free_port(), RHGEN_SOURCE="docker", DOCKER_HOST=daemon.url)
-    daemon.put(docker_container("app1-web-1", "app1", "172.18.0.2", 8080))
-    watcher = started(cleanup, Watch(env))
-    wait_for(lambda: daemon.streams == 1, what="the events stream")
-    watcher.wait_out("changed:")
-    daemon.close()
-
-    wait_for(lambda: any("socket not found" in line for line in watcher.err), timeout=5, what="the watch to notice")
-    restarted = started(cleanup, DockerDaemon(sockets / "docker.sock"))
-    restarted.put(docker_container("app2-web-1", "app2", "172.19.0.2", 8080))  # happened while it was away
-    wait_for(lambda: "172.19.0.2:8080" in (tmp_path / "backends.cfg").read_text(), timeout=10, what="the catch-up run")
-    assert watcher.stop() == 0
 
 
 # --- recovery after source faults -------------------------------------------------------------

@@ -1,26 +1,36 @@
 """Docker Engine source: containers from the Docker API, in the shape the Rancher source delivers.
 
-Stack = label com.docker.compose.project, service = label com.docker.compose.service, port
-= the routing label (RANCHER_LABEL), as with Rancher. GET /containers/json lists every
-labelled container, stopped ones too, so `rhgen routes` can say why one gets no traffic;
-each running one is then inspected (GET /containers/<id>/json) for its health
-(State.Health.Status: only `healthy` is routed when a healthcheck exists) and its IP on
-RHGEN_DOCKER_NETWORK or its first network. Watching follows GET /events, a stream of one
-JSON object per line. DOCKER_HOST is unix:///path/docker.sock (default) or tcp://host:port.
+One GET /containers/json (all=1, filtered by the routing label RANCHER_LABEL on the daemon's
+side) per run holds everything routing needs, so no container is inspected:
+
+- stack = label com.docker.compose.project, service = label com.docker.compose.service; a
+  container started without compose (`docker run --name app-r1`) is its own stack and service,
+  both its name (the model skips, with a warning, a name that is not a DNS label);
+- State is running/paused/restarting/exited/dead/created: only running is routed; the health
+  is in the Status text: "Up 3 seconds (healthy)", "(health: starting)", "(unhealthy)";
+- the address is the IP on RHGEN_DOCKER_NETWORK, or on the alphabetically first network that
+  gives the container an IP (deterministic whatever order the daemon lists them in);
+- label rhgen.aliases=www,shop.example.com adds host names for the container's stack, merged
+  (union) over the stack's containers and fed to the model as the Rancher proxy aliases are.
+
+Watching follows GET /events, a stream of one JSON object per line. DOCKER_HOST is
+unix:///path/docker.sock (default) or tcp://host:port.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import grp
 import json
 import logging
+import os
+import re
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import quote
 
 import requests
 import requests.adapters
@@ -36,6 +46,7 @@ log = logging.getLogger(__name__)
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
+ALIASES_LABEL = "rhgen.aliases"
 # An events stream silent this long is reopened (with `since`, so nothing is lost): a dead
 # daemon behind tcp:// would otherwise hold the watch forever.
 EVENTS_IDLE_SECONDS = 300
@@ -110,84 +121,103 @@ def fetch(settings: Any) -> SourceData:
     label = settings.rancher_label
     filters = {"filters": json.dumps({"label": [label]})} if label else {}
     with _session(settings) as (session, root):
-        listed = rancher.get_json(session, f"{root}/containers/json", settings, what=f"{where} /containers/json",
-                                  all="1", **filters)
-        if not isinstance(listed, list):
-            raise SourceError(f"{where}: /containers/json is not a list")
-        containers, skipped = [], []
-        for index, item in enumerate(listed):
-            result = _container(session, root, settings, item, index)
-            if isinstance(result, Skipped):
-                skipped.append(result)
-            elif result is not None:
-                containers.append(result)
-    data = source_data(containers, {}, where)
+        try:
+            listed = rancher.get_json(session, f"{root}/containers/json", settings,
+                                      what=f"{where} /containers/json", all="1", **filters)
+        except SourceError as exc:
+            raise _socket_error(settings.docker_host) or exc from None
+    if not isinstance(listed, list):
+        raise SourceError(f"{where}: /containers/json is not a list")
+    containers, skipped, aliases = [], [], {}
+    for index, item in enumerate(listed):
+        result = container(item, index, settings.docker_network)
+        if isinstance(result, Skipped):
+            skipped.append(result)
+            continue
+        containers.append(result)
+        names = [n.strip() for n in _label(result["labels"], ALIASES_LABEL).split(",")]
+        aliases.setdefault(result["stack_name"], set()).update(n for n in names if n)
+    metadata = {"aliases": {stack: sorted(names) for stack, names in sorted(aliases.items()) if names}}
+    data = source_data(containers, metadata, where)
     return dataclasses.replace(data, skipped=data.skipped + tuple(skipped))
 
 
-def _container(session: requests.Session, root: str, settings: Any, item: Any, index: int) -> dict[str, Any] | Skipped | None:
-    """One listed container as a Rancher-shaped dict, a Skipped, or None when it vanished meanwhile."""
+def _socket_error(docker_host: str) -> SourceError | None:
+    """After a failed call: a one-line error saying what to do when the unix socket is missing or
+    not ours to use (the two ways a container is usually set up wrong); None for anything else."""
+    if not docker_host.startswith("unix://"):
+        return None
+    path = docker_host[len("unix://"):]
+    if not os.path.exists(path):
+        return SourceError(
+            f"docker socket {path} not found (DOCKER_HOST={docker_host}): mount it into the container with "
+            f"-v /var/run/docker.sock:{path}:ro"
+        )
+    if not os.access(path, os.R_OK | os.W_OK):
+        stat = os.stat(path)
+        try:
+            group = grp.getgrgid(stat.st_gid).gr_name
+        except KeyError:
+            group = str(stat.st_gid)
+        return SourceError(
+            f"docker socket {path}: permission denied (owned by group {group}, gid {stat.st_gid}, mode "
+            f"{stat.st_mode & 0o777:o}): run rhgen in that group (docker run --group-add {stat.st_gid}) or as root"
+        )
+    return None
+
+
+_HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
+
+
+def container(item: Any, index: int, network: str) -> dict[str, Any] | Skipped:
+    """One element of /containers/json as a Rancher-shaped dict, or a Skipped naming it."""
     if not isinstance(item, dict) or not isinstance(item.get("Id"), str):
         return Skipped(f"docker containers[{index}]", "is not a container object")
     names = item.get("Names")
     name = names[0].lstrip("/") if isinstance(names, list) and names and isinstance(names[0], str) else item["Id"][:12]
-    what = f"container {shown(name)}"
     labels = item.get("Labels") if isinstance(item.get("Labels"), dict) else {}
-    for key in (PROJECT_LABEL, SERVICE_LABEL):
-        if not isinstance(labels.get(key), str) or not labels[key]:
-            return Skipped(what, f"has no label {key} (stacks come from docker compose projects)")
+    state = item.get("State") if isinstance(item.get("State"), str) and item.get("State") else "unknown"
+    status = item.get("Status") if isinstance(item.get("Status"), str) else ""
+    health = _HEALTH.search(status)
+    settings_ = item.get("NetworkSettings") if isinstance(item.get("NetworkSettings"), dict) else {}
+    networks = settings_.get("Networks") if isinstance(settings_.get("Networks"), dict) else {}
+    ip, reason = _address(networks, network)
     container = {
         "name": name,
         "uuid": item["Id"][:12],
-        "stack_name": labels[PROJECT_LABEL],
-        "service_name": labels[SERVICE_LABEL],
-        "state": item.get("State") if isinstance(item.get("State"), str) else "unknown",
-        "health_state": None,
-        "primary_ip": None,
+        # Not compose: the container is its own stack, and its own (only) service.
+        "stack_name": _label(labels, PROJECT_LABEL) or name,
+        "service_name": _label(labels, SERVICE_LABEL) or name,
+        "state": state,
+        "health_state": health.group(1).removeprefix("health: ") if health else None,
+        "primary_ip": ip,
         "labels": labels,
     }
-    if container["state"] != "running":
-        return container  # the model says why it gets no traffic
-    inspected = rancher.get_json(session, f"{root}/containers/{quote(item['Id'], safe='')}/json", settings,
-                                 missing=None, what=f"docker {settings.docker_host} inspect {shown(name)}")
-    if inspected is None:
-        return None  # removed between the list and the inspect
-    if not isinstance(inspected, dict):
-        return Skipped(what, "inspect answer is not an object")
-    return _inspected(container, inspected, settings.docker_network, what)
+    if reason and state == "running" and container["health_state"] in ROUTABLE_HEALTH:
+        return Skipped(f"container {shown(name)}", reason)
+    return container  # not running or not healthy: the model says why it gets no traffic
 
 
-def _inspected(container: dict[str, Any], inspected: dict[str, Any], network: str, what: str) -> dict[str, Any] | Skipped:
-    state = inspected.get("State") if isinstance(inspected.get("State"), dict) else {}
-    health = state.get("Health") if isinstance(state.get("Health"), dict) else {}
-    config = inspected.get("Config") if isinstance(inspected.get("Config"), dict) else {}
-    container = {
-        **container,
-        "state": state.get("Status") if isinstance(state.get("Status"), str) else container["state"],
-        "health_state": health.get("Status") if isinstance(health.get("Status"), str) else None,
-        "labels": config.get("Labels") if isinstance(config.get("Labels"), dict) else container["labels"],
-    }
-    settings_ = inspected.get("NetworkSettings") if isinstance(inspected.get("NetworkSettings"), dict) else {}
-    networks = settings_.get("Networks") if isinstance(settings_.get("Networks"), dict) else {}
-    ip, reason = _address(networks, network)
-    if reason and container["state"] == "running" and container["health_state"] in ROUTABLE_HEALTH:
-        return Skipped(what, reason)
-    return {**container, "primary_ip": ip}
+def _label(labels: dict[str, Any], key: str) -> str:
+    value = labels.get(key)
+    return value if isinstance(value, str) else ""
 
 
 def _address(networks: dict[str, Any], wanted: str) -> tuple[str | None, str]:
-    """The container's IP on the wanted network (or its first one), or why there is none."""
+    """The container's IP on the wanted network, or on the first (by name) that gives it one; or why there is none."""
     if wanted and wanted not in networks:
         on = ", ".join(sorted(networks)) or "none"
         return None, f"is not attached to network {shown(wanted)} (RHGEN_DOCKER_NETWORK; it is on {on})"
-    name = wanted or next(iter(networks), "")
-    if not name:
+    for name in [wanted] if wanted else sorted(networks):
+        entry = networks[name] if isinstance(networks[name], dict) else {}
+        ip = entry.get("IPAddress") or entry.get("GlobalIPv6Address")
+        if isinstance(ip, str) and ip:
+            return ip, ""
+    if wanted:
+        return None, f"has no IP address on network {shown(wanted)}"
+    if not networks or set(networks) <= {"host", "none"}:
         return None, "has no network (network_mode host or none cannot be routed to)"
-    entry = networks[name] if isinstance(networks[name], dict) else {}
-    ip = entry.get("IPAddress") or entry.get("GlobalIPv6Address")
-    if not isinstance(ip, str) or not ip:
-        return None, f"has no IP address on network {shown(name)}"
-    return ip, ""
+    return None, f"has no IP address on network{'s' if len(networks) > 1 else ''} {', '.join(sorted(networks))}"
 
 
 # --- watching -----------------------------------------------------------------------------------

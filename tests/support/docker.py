@@ -195,3 +195,109 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: floa
             return last
         time.sleep(interval)
     raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
+
+
+class PrivateDaemon:
+    """A second dockerd of one test's own, on its own socket, data and exec roots and its own empty
+    bridge, without iptables: containers run with --network none only. (--bridge=none would make it
+    delete the shared daemon's docker0 at start, as dockerd does when its bridge is disabled.) Stopping and starting it
+    again is a daemon restart the shared daemon is spared. close() kills it and removes everything,
+    also after a failure."""
+
+    def __init__(self, image: str) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="rhd-", dir="/tmp"))  # unix socket paths are short
+        self.socket = str(self.folder / "docker.sock")
+        self.host = f"unix://{self.socket}"
+        self.pidfile = self.folder / "docker.pid"
+        self.process: subprocess.Popen | None = None
+        self.bridge = f"rhd{uuid.uuid4().hex[:8]}"
+        try:
+            # TEST-NET-1 (RFC 5737): an address nothing routes to; no container joins this bridge anyway.
+            subprocess.run(["ip", "link", "add", self.bridge, "type", "bridge"], check=True, capture_output=True)
+            subprocess.run(["ip", "addr", "add", "192.0.2.1/24", "dev", self.bridge], check=True, capture_output=True)
+            self.start()
+            # The image comes from the shared daemon's cache: nothing is pulled.
+            saved = subprocess.run([docker_cli(), "save", image], capture_output=True, timeout=120, check=True).stdout
+            subprocess.run([docker_cli(), "-H", self.host, "load", "-q"], input=saved, capture_output=True,
+                           timeout=120, check=True)
+        except BaseException:
+            self.close()
+            raise
+
+    def docker(self, *args: str, check: bool = True) -> str:
+        return docker("-H", self.host, *args, check=check)
+
+    def start(self) -> None:
+        dockerd = shutil.which("dockerd")
+        if not dockerd:
+            raise DockerUnavailable("dockerd is not installed")
+        with open(self.folder / "dockerd.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [dockerd, "-H", self.host, "--data-root", str(self.folder / "data"),
+                 "--exec-root", str(self.folder / "exec"), "--pidfile", str(self.pidfile),
+                 f"--bridge={self.bridge}", "--iptables=false", "--ip-masq=false", "--storage-driver", "vfs"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        wait_for(self._answers, 30, f"private dockerd on {self.socket} ({self.folder / 'dockerd.log'})", interval=0.2)
+
+    def _answers(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise DockerUnavailable(f"private dockerd exited {self.process.returncode}: "
+                                    f"{(self.folder / 'dockerd.log').read_text()[-2000:]}")
+        return docker("-H", self.host, "version", "--format", "{{.Server.Version}}", check=False, timeout=10) != ""
+
+    def stop(self) -> None:
+        """SIGTERM, as `systemctl stop docker` does; waits until dockerd (and its containerd) are gone."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, 9)
+            self.process.wait(10)
+
+    def close(self) -> None:
+        try:
+            if self.process is not None and self.process.poll() is None:
+                self.docker("rm", "-f", *self.docker("ps", "-aq", check=False).split(), check=False)
+            self.stop()
+            if self.process is not None:
+                try:  # containerd and shims dockerd started live in its session
+                    os.killpg(self.process.pid, 9)
+                except ProcessLookupError:
+                    pass
+        finally:
+            with open("/proc/mounts") as mounts:
+                inside = [line.split()[1] for line in mounts if line.split()[1].startswith(str(self.folder))]
+            for mount in sorted(inside, reverse=True):
+                subprocess.run(["umount", "-l", mount], capture_output=True)
+            shutil.rmtree(self.folder, ignore_errors=True)
+            subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+
+
+class SocketRecorder:
+    """socat between a client and the daemon's socket, writing every request it carries to a log:
+    a way to count the API calls rhgen makes to the real daemon."""
+
+    def __init__(self, target: str) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="rhs-", dir="/tmp"))
+        self.socket = str(self.folder / "recorded.sock")
+        self.host = f"unix://{self.socket}"
+        self.log = self.folder / "socat.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                ["socat", "-v", f"UNIX-LISTEN:{self.socket},fork", f"UNIX-CONNECT:{target}"],
+                stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL,
+            )
+        wait_for(lambda: os.path.exists(self.socket), 10, "socat to listen")
+
+    def requests(self) -> list[str]:
+        """Request lines ("GET /containers/json?... HTTP/1.1") seen so far."""
+        text = self.log.read_text(errors="replace")
+        return [line for line in text.splitlines() if line.split(" ", 1)[0] in ("GET", "POST", "HEAD", "DELETE")]
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+        shutil.rmtree(self.folder, ignore_errors=True)
