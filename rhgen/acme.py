@@ -174,6 +174,21 @@ def _utc(timestamp: float) -> str:
     return f"{datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc):%Y-%m-%d %H:%M:%S}"
 
 
+def status(settings: Any, host: str, cert: Certificate | None, state: dict[str, HostState]) -> str:
+    """One host's ACME state for `rhgen certs`: outside ACME, valid until, pending, next retry."""
+    if not settings.acme_directory or not in_scope(settings.acme_hosts, host):
+        return "not managed by ACME"
+    if cert is not None and not cert.acme:
+        return "your certificate covers it; no ACME order"
+    waiting = state.get(host)
+    if waiting:
+        return f"next retry {_utc(waiting.next_try)} UTC after {waiting.failures} failures ({waiting.error})"
+    if cert is None:
+        return "pending: ordered at the next run"
+    renew = cert.not_after.timestamp() - settings.acme_renew_days * 86400
+    return f"valid until {_utc(cert.not_after.timestamp())} UTC, renewed from {_utc(renew)} UTC"
+
+
 # --- the run -----------------------------------------------------------------------------------
 
 

@@ -51,6 +51,7 @@ class Certificate:
     not_after: datetime.datetime
     write: bool  # True when rhgen writes `pem` to `path` (the metadata source)
     acme: bool = False  # issued by rhgen's ACME stage; renewed in place through the runtime API
+    issuer: str = ""  # of the leaf, for `rhgen certs`
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,7 @@ def load_bundle(
         not_after=chain[0].not_valid_after_utc,
         write=write,
         acme=acme,
+        issuer=chain[0].issuer.rfc4514_string(),
     )
 
 
@@ -314,6 +316,15 @@ def from_acme(settings: Any, users: Sequence[Certificate], now: datetime.datetim
     names = [name for cert in users for name in cert.names]
     issued = from_folder(folder, "", settings, now, acme=True)
     return [cert for cert in issued if not all(covers(names, name) for name in cert.names)]
+
+
+def serving(tls: Tls, host: str) -> Certificate:
+    """The certificate haproxy picks for this SNI name: an exact name first, then a wildcard, then the default."""
+    for exact in (True, False):
+        for cert in tls.certificates:
+            if (host in cert.names) if exact else covers(cert.names, host):
+                return cert
+    return tls.certificates[0]
 
 
 def report_uncovered(tls: Tls, domain: str, hosts: Iterable[str]) -> None:

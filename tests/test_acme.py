@@ -37,12 +37,14 @@ class Lab:
         self.metadata_file = folder / "metadata.json"
         self.acme_dir = folder / "acme"
         self.https_port = free_port()
+        acme = {
+            "ACME_DIRECTORY": pebble.directory, "ACME_CA_BUNDLE": pebble.ca_bundle, "ACME_DIR": str(self.acme_dir),
+            "ACME_EMAIL": "ops@dev.tld", "ACME_RENEW_DAYS": "10", "ACME_TIMEOUT": "30",
+        }
         self.env = rhgen_env(
             folder, pebble.http_port, RHGEN_SOURCE="file", METADATA_FILE=str(self.metadata_file),
             ENABLE_SSL="true", HTTPS_PORT=str(self.https_port),
-            HAPROXY_STATS_SOCKET=str(sockets / "stats.sock"),
-            ACME_DIRECTORY=pebble.directory, ACME_CA_BUNDLE=pebble.ca_bundle, ACME_DIR=str(self.acme_dir),
-            ACME_EMAIL="ops@dev.tld", ACME_RENEW_DAYS="10", ACME_TIMEOUT="30", **settings,
+            HAPROXY_STATS_SOCKET=str(sockets / "stats.sock"), **{**acme, **settings},
         )
         self.haproxy: Haproxy | None = None
 
@@ -285,3 +287,77 @@ def test_renewal_replaces_the_served_certificate_without_a_reload(lab):
     setup.generate()  # the next ordinary run changes nothing and reloads nothing
     assert haproxy.reloads == reloads
     assert setup.served("app1.dev.tld").serial_number == renewed.serial_number
+
+
+def test_acme_server_refusing_is_a_warning_with_backoff_and_routing_exits_0(lab, pebble):
+    setup = lab()
+    setup.stack("app1", "127.0.0.11")
+    setup.generate()
+    haproxy = setup.start_haproxy()
+    result = setup.generate(ACME_DIRECTORY=pebble.directory.replace("/dir", "/no-such-directory"))
+    assert "rhgen: warning: ACME app1.dev.tld (new certificate): ACME directory" in result.stderr
+    assert haproxy.get("app1.dev.tld") == (200, "app1")
+    assert setup.state()["app1.dev.tld"]["failures"] == 1
+
+
+def test_an_acme_server_that_never_answers_is_bounded_by_acme_timeout(lab, metadata_server, reliability):
+    metadata_server.set("/dir", hang=True)  # accepts the connection, never answers
+    setup = lab(ACME_DIRECTORY=f"http://{metadata_server.host}/dir", ACME_TIMEOUT="2")
+    setup.stack("app1", "127.0.0.11")
+    setup.generate()
+    haproxy = setup.start_haproxy()
+    started = time.monotonic()
+    result = setup.generate()
+    took = time.monotonic() - started
+    assert took < 8, took
+    assert "routing unaffected" in result.stderr
+    assert haproxy.get("app1.dev.tld") == (200, "app1")
+    assert setup.state()["app1.dev.tld"]["failures"] == 1
+    reliability("Faults of the machine", "the ACME server accepts and never answers",
+                held=f"run bounded by ACME_TIMEOUT=2 ({took:.1f} s), exit 0, backoff recorded")
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"ACME_HOSTS": "app1.dev.tld,*.*.bad"}, "setting ACME_HOSTS (environment): 'app1.dev.tld,*.*.bad' holds '*.*.bad'"),
+        ({"ACME_DIRECTORY": "ftp://x"}, "is not an http(s):// URL"),
+        ({"ENABLE_SSL": "false"}, "setting ACME_DIRECTORY needs ENABLE_SSL=true"),
+        ({"ACME_MAX_ORDERS": "many"}, "setting ACME_MAX_ORDERS (environment): 'many' is not a whole number"),
+    ],
+    ids=["hosts", "directory", "no-ssl", "max-orders"],
+)
+def test_invalid_acme_settings_exit_2_naming_the_setting(env, expected, run_rhgen, tmp_path):
+    base = rhgen_env(tmp_path, 8080, ENABLE_SSL="true", ACME_DIRECTORY="https://127.0.0.1:1/dir",
+                     ACME_DIR=str(tmp_path / "acme"), RHGEN_SOURCE="file", METADATA_FILE=str(tmp_path / "m.json"))
+    result = run_rhgen(["generate"], {**base, **env})
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_rhgen_certs_shows_per_host_certificate_issuer_expiry_and_acme_state(lab, pebble, run_rhgen):
+    setup = lab(ACME_MAX_ORDERS="1")
+    setup.stack("app1", "127.0.0.11")
+    setup.stack("app2", "127.0.0.12")
+    setup.generate()
+    setup.start_haproxy()
+    setup.generate()  # one order this run: app1 (hosts are ordered by name)
+    shown = run_rhgen(["certs"], setup.env)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    app1 = lines[lines.index(next(line for line in lines if line.startswith("app1.dev.tld"))) + 1]
+    assert str(setup.acme_dir / "certs" / "app1.dev.tld.pem") in shown.stdout
+    assert "issuer CN=Pebble Intermediate CA" in shown.stdout
+    assert "ACME: valid until" in app1
+    assert "app2.dev.tld  no certificate names it" in shown.stdout
+    assert "ACME: pending: ordered at the next run" in shown.stdout
+
+    pebble.stop()
+    try:
+        setup.generate()
+    finally:
+        pebble.start()
+    rows = {row["host"]: row for row in json.loads(run_rhgen(["certs", "--json"], setup.env).stdout)}
+    assert rows["app2.dev.tld"]["acme"].startswith("next retry ")
+    assert rows["app1.dev.tld"]["covers"] is True
