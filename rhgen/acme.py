@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__, apply, runtime
 from .certs import covers
-from .errors import RhgenError, RuntimeApiError
+from .errors import AcmeError, RhgenError, RuntimeApiError
 
 if TYPE_CHECKING:
     from .certs import Certificate, Tls
@@ -44,10 +44,6 @@ BACKOFF_FIRST = 300.0  # seconds after the first failure; doubles with each furt
 BACKOFF_MAX = 86400.0
 NETWORK_TIMEOUT = 10  # one HTTP request to the ACME server
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+\Z")
-
-
-class AcmeError(RhgenError):
-    """One order (or the ACME server) failed; the host is retried later, routing is untouched."""
 
 
 @dataclass(frozen=True)
@@ -299,11 +295,18 @@ def _client(settings: Any, deadline: float) -> Any:
             acme.new_account(registration)
         except errors.ConflictError as exc:
             acme.query_registration(messages.RegistrationResource(uri=exc.location, body=messages.Registration()))
-    except (errors.Error, OSError, ValueError) as exc:
-        raise AcmeError(f"ACME directory {settings.acme_directory}: {_describe(exc)}") from None
-    except Exception as exc:  # requests and josepy raise their own families; any of them only fails ACME
+    except _library_errors() as exc:
         raise AcmeError(f"ACME directory {settings.acme_directory}: {_describe(exc)}") from None
     return acme
+
+
+def _library_errors() -> tuple[type[Exception], ...]:
+    """What the acme library lets through: its own errors (server problems included), josepy's,
+    requests' (OSError subclasses) and ValueError for answers it cannot decode."""
+    import josepy
+    from acme import errors
+
+    return (errors.Error, josepy.errors.Error, OSError, ValueError)
 
 
 def _describe(exc: BaseException) -> str:
@@ -349,9 +352,7 @@ def _order(settings: Any, acme: Any, host: str, deadline: float) -> bytes:
         raise AcmeError(f"validation failed ({'; '.join(problems) or 'no detail'})") from None
     except errors.TimeoutError:
         raise AcmeError(f"not finished within ACME_TIMEOUT ({settings.acme_timeout:g} s)") from None
-    except AcmeError:
-        raise
-    except Exception as exc:  # the library's, requests' and josepy's exceptions: this order failed
+    except _library_errors() as exc:
         raise AcmeError(_describe(exc)) from None
     finally:
         for key_name in published:
