@@ -73,11 +73,15 @@ def stamp_for(settings: Any, model: Model, inputs: str, files: list[OutputFile])
 def generate(settings: Any, dry_run: bool = False, allow_empty: bool = False) -> Outcome:
     for warning in settings_warnings(settings):
         log.warning("%s", warning)
-    if not settings.acme_directory or dry_run:
+    if not settings.acme_directory:
         return _route(settings, dry_run, allow_empty)[0]
     from . import acme
 
+    # haproxy -c needs the challenge map to exist, in a dry run too: an empty file in ACME_DIR,
+    # never one of the files in service.
     acme.prepare(settings)
+    if dry_run:
+        return _route(settings, dry_run, allow_empty)[0]
     outcome, source = _route(settings, dry_run, allow_empty)
     # Routing is in service; certificates come after it and never undo it (failures are warnings).
     tls = load_tls(settings, source, outcome.routing)

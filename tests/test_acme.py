@@ -361,3 +361,15 @@ def test_rhgen_certs_shows_per_host_certificate_issuer_expiry_and_acme_state(lab
     rows = {row["host"]: row for row in json.loads(run_rhgen(["certs", "--json"], setup.env).stdout)}
     assert rows["app2.dev.tld"]["acme"].startswith("next retry ")
     assert rows["app1.dev.tld"]["covers"] is True
+
+
+def test_dry_run_with_acme_checks_the_config_and_places_no_order(lab):
+    setup = lab()
+    setup.stack("app1", "127.0.0.11")
+    result = subprocess.run([sys.executable, "-m", "rhgen", "generate", "--dry-run"], env=setup.env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "acme-challenge" in result.stdout  # the diff shows the challenge answer
+    assert not (setup.folder / "haproxy.cfg").exists()
+    assert sorted(os.listdir(setup.acme_dir)) == ["certs", "challenges.map"]
+    assert os.listdir(setup.acme_dir / "certs") == []
