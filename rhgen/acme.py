@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__, apply, runtime
 from .certs import covers
-from .errors import AcmeError, RhgenError, RuntimeApiError
+from .errors import AcmeError, ApplyError, RhgenError, RuntimeApiError
 
 if TYPE_CHECKING:
     from .certs import Certificate, Tls
@@ -189,7 +189,18 @@ def status(settings: Any, host: str, cert: Certificate | None, state: dict[str, 
 
 
 def run(settings: Any, routing: Routing, tls: Tls | None, live_crt_list: bytes | None) -> Result:
-    """Place the orders this run may place; never raises for an ACME failure (a warning instead)."""
+    """Place the orders this run may place; never raises for an ACME failure (a warning instead).
+    One run at a time per ACME_DIR (the schedule and `rhgen watch` may overlap): a second waits
+    at most ACME_TIMEOUT, then leaves the orders to the next run."""
+    try:
+        with apply.exclusive_lock(state_path(settings), timeout=settings.acme_timeout):
+            return _run(settings, routing, tls, live_crt_list)
+    except ApplyError as exc:
+        log.warning("ACME: %s; orders wait for the next run", exc)
+        return Result()
+
+
+def _run(settings: Any, routing: Routing, tls: Tls | None, live_crt_list: bytes | None) -> Result:
     now = time.time()
     state = read_state(settings)
     certificates = tls.certificates if tls else ()

@@ -373,3 +373,20 @@ def test_dry_run_with_acme_checks_the_config_and_places_no_order(lab):
     assert not (setup.folder / "haproxy.cfg").exists()
     assert sorted(os.listdir(setup.acme_dir)) == ["certs", "challenges.map"]
     assert os.listdir(setup.acme_dir / "certs") == []
+
+
+def test_a_second_run_while_one_holds_acme_dir_places_no_order_and_exits_0(lab):
+    import fcntl
+
+    setup = lab(ACME_TIMEOUT="1")
+    setup.stack("app1", "127.0.0.11")
+    setup.generate()
+    haproxy = setup.start_haproxy()
+    with open(setup.acme_dir / ".rhgen.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = setup.generate()
+    assert "orders wait for the next run" in result.stderr
+    assert os.listdir(setup.acme_dir / "certs") == []
+    assert haproxy.get("app1.dev.tld") == (200, "app1")
+    setup.generate()
+    assert os.listdir(setup.acme_dir / "certs") == ["app1.dev.tld.pem"]
