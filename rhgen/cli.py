@@ -175,6 +175,44 @@ def shown_name(name: str) -> str:
     return name if len(name) <= SHOWN_CHARS else f"{name[:SHOWN_CHARS]}… ({len(name)} characters)"
 
 
+@main.command()
+@setting_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
+def certs(settings: Any, as_json: bool) -> None:
+    """Show, per routed host, the certificate that serves it (issuer, expiry) and its ACME state."""
+    from . import acme
+    from .certs import covers, serving
+    from .pipeline import fetch_routing, load_tls
+
+    source, routing = fetch_routing(settings)
+    tls = load_tls(settings, source, routing)
+    state = acme.read_state(settings) if settings.acme_directory else {}
+    rows = []
+    for host in sorted({route.host for route in routing.routes}):
+        cert = serving(tls, host) if tls else None
+        mine = cert if cert is not None and covers(cert.names, host) else None
+        rows.append({
+            "host": host,
+            "certificate": cert.path if cert else None,
+            "covers": mine is not None,
+            "issuer": mine.issuer if mine else None,
+            "not_after": f"{mine.not_after:%Y-%m-%d %H:%M} UTC" if mine else None,
+            "acme": acme.status(settings, host, mine, state),
+        })
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        if row["covers"]:
+            served = f"{row['certificate']}  issuer {row['issuer']}  until {row['not_after']}"
+        elif row["certificate"]:
+            served = f"no certificate names it (the default {row['certificate']} answers)"
+        else:
+            served = "no certificate (HTTP only)"
+        click.echo(f"{row['host']}  {served}")
+        click.echo(f"    ACME: {row['acme']}")
+
+
 def _routes_json(routing: Any, backends: dict[str, Any]) -> dict[str, Any]:
     return {
         "routes": [

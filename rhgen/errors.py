@@ -31,3 +31,7 @@ class ApplyError(RhgenError):
 
 class RuntimeApiError(RhgenError):
     """HAProxy's runtime API (stats socket) refused or failed a change; the caller reloads instead."""
+
+
+class AcmeError(RhgenError):
+    """An ACME order (or the ACME server) failed: a warning, the host is retried later, routing is untouched."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from . import apply, fingerprint, runtime, sources
@@ -56,6 +56,9 @@ def load_tls(settings: Any, source: SourceData, routing: Routing) -> Tls | None:
     from . import certs  # cryptography is slow to import: only runs that render TLS pay for it
 
     tls = certs.collect(settings, source.service_metadata)
+    if not tls.certificates:  # ACME is on and has issued nothing yet: HTTP only until it has
+        log.warning("ENABLE_SSL: no certificate yet; HTTPS starts once ACME has issued one")
+        return None
     certs.report_uncovered(tls, settings.stack_domain, (route.host for route in routing.routes))
     return tls
 
@@ -77,16 +80,43 @@ def stamp_for(settings: Any, model: Model, inputs: str, files: list[OutputFile])
 def generate(settings: Any, dry_run: bool = False, allow_empty: bool = False) -> Outcome:
     for warning in settings_warnings(settings):
         log.warning("%s", warning)
+    if not settings.acme_directory:
+        return _route(settings, dry_run, allow_empty)[0]
+    from . import acme
+
+    # haproxy -c needs the challenge map to exist, in a dry run too: an empty file in ACME_DIR,
+    # never one of the files in service.
+    acme.prepare(settings)
+    if dry_run:
+        return _route(settings, dry_run, allow_empty)[0]
+    outcome, source = _route(settings, dry_run, allow_empty)
+    # Routing is in service; certificates come after it and never undo it (failures are warnings).
+    tls = load_tls(settings, source, outcome.routing)
+    result = acme.run(settings, outcome.routing, tls, apply.read_live(settings.haproxy_ssl_crt_list))
+    if result.issued:  # a new certificate file: the crt-list names it (one reload)
+        again, _ = _route(settings, dry_run, allow_empty)
+        return replace(again, changed=tuple(dict.fromkeys(outcome.changed + again.changed)),
+                       reloaded=outcome.reloaded or again.reloaded)
+    if result.reload_needed and settings.reload_command:
+        apply.run_reload(settings.reload_command, settings.haproxy_backend_config)
+        return replace(outcome, reloaded=True)
+    return outcome
+
+
+def _route(settings: Any, dry_run: bool, allow_empty: bool) -> tuple[Outcome, SourceData]:
+    """Routing: render, check, swap, reload (or nothing when the inputs did not change)."""
     source, routing = fetch_routing(settings)
     inputs = fingerprint.inputs_digest(settings, routing, source.service_metadata)
     anchor = settings.haproxy_backend_config  # the lock, the fingerprint and the check's staging sit beside it
+    if settings.acme_directory:  # issued and renewed certificates are inputs too
+        inputs = fingerprint.outputs_digest([inputs.encode(), *_acme_files(settings)])
     if (
         not dry_run
         and fingerprint.live_files_match(anchor, inputs)
         and not apply.reload_pending(anchor)
     ):
         apply.clean_up_if_idle(own_files(settings, fingerprint.read_stamp(anchor)), anchor)
-        return Outcome(routing, ())
+        return Outcome(routing, ()), source
 
     from . import render
 
@@ -103,7 +133,7 @@ def generate(settings: Any, dry_run: bool = False, allow_empty: bool = False) ->
         if changed:
             _warn_about_drop(settings, routing)
             apply.check_config(settings.haproxy_bin, render_for, roles)
-        return Outcome(routing, tuple(f.path for f in changed), diff=apply.unified_diff(changed))
+        return Outcome(routing, tuple(f.path for f in changed), diff=apply.unified_diff(changed)), source
 
     paths = [f.path for f in files]
     apply.check_folders(paths)
@@ -126,13 +156,32 @@ def generate(settings: Any, dry_run: bool = False, allow_empty: bool = False) ->
             # (unless an earlier reload is still owed).
             if not already_pending and runtime.apply_map_change(settings, changed):
                 apply.clear_reload_pending(anchor)
-                return Outcome(routing, tuple(f.path for f in changed), runtime_api=True)
+                return Outcome(routing, tuple(f.path for f in changed), runtime_api=True), source
         else:
             fingerprint.write_stamp(anchor, stamp)
         if settings.reload_command and (changed or apply.reload_pending(anchor)):
             apply.run_reload(settings.reload_command, anchor)
-            return Outcome(routing, tuple(f.path for f in changed), reloaded=True)
-    return Outcome(routing, tuple(f.path for f in changed))
+            return Outcome(routing, tuple(f.path for f in changed), reloaded=True), source
+    return Outcome(routing, tuple(f.path for f in changed)), source
+
+
+def _acme_files(settings: Any) -> list[bytes]:
+    from . import acme
+
+    folder = acme.cert_folder(settings)
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        if not name.startswith("."):
+            try:
+                with open(os.path.join(folder, name), "rb") as handle:
+                    found.append(name.encode() + b"\0" + handle.read())
+            except OSError:
+                found.append(name.encode() + b"\0missing")
+    return found
 
 
 def own_files(settings: Any, stamp: fingerprint.Stamp | None = None) -> list[str]:

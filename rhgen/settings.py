@@ -280,6 +280,28 @@ def parse_max_wait(raw: Any) -> int:
     return value
 
 
+def parse_url(raw: Any) -> str:
+    """Empty, or an http(s) URL without spaces or quotes (the ACME directory)."""
+    text = parse_text(raw)
+    if text and not re.fullmatch(r"https?://[^\s\"'<>\\]+", text):
+        raise ValueError("is not an http(s):// URL (leave empty to turn ACME off)")
+    return text
+
+
+def parse_host_patterns(raw: Any) -> tuple[str, ...]:
+    """Host names or *.suffix patterns, separated by commas or spaces; empty means every routed host."""
+    if isinstance(raw, (list, tuple)):
+        items = [str(item) for item in raw]
+    else:
+        items = re.split(r"[\s,]+", parse_text(raw))
+    patterns = []
+    for item in filter(None, (normalise_hostname(i) for i in items)):
+        if not is_hostname(item.removeprefix("*.")):
+            raise ValueError(f"holds {item!r}, which is neither a host name nor *.suffix")
+        patterns.append(item)
+    return tuple(patterns)
+
+
 parse_syslog_host = _optional_matching(r"[A-Za-z0-9_.:\[\]-]+", "is not a host or host:port")
 
 
@@ -352,6 +374,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("watch_resync", "RHGEN_RESYNC", parse_seconds, "watch: regenerate at least this often, changed or not (safety net)."),
     Setting("watch_max_wait", "RHGEN_WATCH_MAX_WAIT", parse_max_wait, "watch: seconds one Rancher long poll of /version waits (1-120)."),
     Setting("haproxy_stats_socket", "HAPROXY_STATS_SOCKET", parse_file_path, "Admin stats socket for reload-free host map updates; empty is off.", security=True),
+    Setting("acme_directory", "ACME_DIRECTORY", parse_url, "ACME directory URL (e.g. Let's Encrypt's); empty turns ACME off."),
+    Setting("acme_email", "ACME_EMAIL", parse_text, "Contact e-mail of the ACME account; empty registers without one."),
+    Setting("acme_ca_bundle", "ACME_CA_BUNDLE", parse_file_path, "CA file trusted for the ACME directory's TLS (private or test servers); empty uses the system's.", security=True),
+    Setting("acme_dir", "ACME_DIR", parse_file_path, "Folder of the ACME account key, issued certificates, challenge map and state.", security=True),
+    Setting("acme_renew_days", "ACME_RENEW_DAYS", parse_days, "Renew an ACME certificate when it has fewer days left than this."),
+    Setting("acme_hosts", "ACME_HOSTS", parse_host_patterns, "Routed hosts that get ACME certificates: names or *.suffix; empty is every host no certificate of yours covers."),
+    Setting("acme_max_orders", "ACME_MAX_ORDERS", parse_count, "ACME orders one run places at most (the rest wait for the next run)."),
+    Setting("acme_timeout", "ACME_TIMEOUT", parse_seconds, "Seconds one run spends on ACME orders at most; routing never waits for them."),
     Setting("syslog_host", "SYSLOG_HOST", parse_syslog_host, "Send haproxy logs to this syslog host[:port]."),
     Setting("syslog_facility", "SYSLOG_FACILITY", parse_facility, "Syslog facility of haproxy logs."),
 )
@@ -360,7 +390,7 @@ BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 PATH_SETTINGS = {
     "haproxy_config", "haproxy_backend_config", "haproxy_domain_map", "haproxy_ssl_cert",
     "haproxy_ssl_cert_dir", "haproxy_ssl_crt_list",
-    "template_dir", "metadata_file", "haproxy_stats_socket",
+    "template_dir", "metadata_file", "haproxy_stats_socket", "acme_ca_bundle", "acme_dir",
 }
 
 Settings = dataclasses.make_dataclass(
@@ -480,6 +510,10 @@ def _check_together(settings: Any) -> None:
             f"setting DOCKER_HOST ({settings.origin.get('docker_host', 'unset')}): {quoted(settings.docker_host)} "
             "is not unix:///path/to/docker.sock or tcp://host:port"
         )
+    if settings.acme_directory and not settings.enable_ssl:
+        raise SettingsError("setting ACME_DIRECTORY needs ENABLE_SSL=true (issued certificates are served on HTTPS)")
+    if settings.acme_directory and not settings.acme_dir:
+        raise SettingsError("setting ACME_DIR is required when ACME_DIRECTORY is set")
     ports = {"HTTP_PORT": settings.http_port}
     if settings.enable_ssl:
         ports["HTTPS_PORT"] = settings.https_port

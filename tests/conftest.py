@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings as hypothesis_settings
 
-from helpers import BackendServers, Haproxy, MetadataServer, make_target, run_rhgen as run, start_demo
+from helpers import BackendServers, Haproxy, MetadataServer, free_port, make_target, run_rhgen as run, start_demo
 from reliability_ledger import LEDGER, short_id
 from support.docker import (
     DockerLab, DockerUnavailable, PrivateDaemon, build_backend_image, build_rhgen_image, daemon_answers,
 )
+from support.pebble import Pebble, PebbleUnavailable
 
 # Property tests: "ci" (the default, what the README's test command runs) tries 1,000 examples per
 # property; RHGEN_HYPOTHESIS_PROFILE=quick tries 100 while you iterate. No deadline: haproxy -c
@@ -144,3 +145,20 @@ def private_dockerd(backend_image):
     daemon = PrivateDaemon(backend_image)
     yield daemon
     daemon.close()
+
+
+# --- the real ACME test server -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pebble(tmp_path_factory):
+    """Pebble and pebble-challtestsrv (Debian's), validating HTTP-01 on 127.0.0.1:pebble.http_port.
+    Missing: a skip with the reason, but a failure in CI. Stopped at the end even after failures."""
+    try:
+        server = Pebble(tmp_path_factory.mktemp("pebble"), free_port())
+    except PebbleUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs Pebble: {exc}")
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
