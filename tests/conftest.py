@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, settings as hypothesis_settings
 
 from helpers import BackendServers, Haproxy, MetadataServer, make_target, run_rhgen as run, start_demo
 from reliability_ledger import LEDGER, short_id
-from support.docker import DockerLab, DockerUnavailable, build_backend_image, build_rhgen_image, daemon_answers
+from support.docker import DockerLab, DockerUnavailable, build_backend_image, build_rhgen_image, daemon_answers, docker
 
 # Property tests: "ci" (the default, what the README's test command runs) tries 1,000 examples per
 # property; RHGEN_HYPOTHESIS_PROFILE=quick tries 100 while you iterate. No deadline: haproxy -c
@@ -134,3 +134,29 @@ def docker_lab(backend_image):
     lab = DockerLab()
     yield lab
     lab.close()
+
+
+@pytest.fixture(scope="session")
+def swarm(docker_daemon):
+    """A swarm this daemon manages: the one it is in, or a single-node swarm made here
+    (`docker swarm init --advertise-addr 127.0.0.1`) and left again at the end of the session.
+    A swarm someone else made is never left."""
+    state = docker("info", "--format", "{{.Swarm.LocalNodeState}}/{{.Swarm.ControlAvailable}}")
+    made = False
+    if state.startswith("inactive/"):
+        docker("swarm", "init", "--advertise-addr", "127.0.0.1")
+        made = True
+    elif state != "active/true":
+        reason = f"the Docker daemon is not a swarm manager ({state})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    yield
+    if made:
+        docker("swarm", "leave", "--force", check=False)
+
+
+@pytest.fixture
+def swarm_lab(swarm, docker_lab):
+    """docker_lab on a swarm: its services and stacks are removed afterwards too."""
+    return docker_lab

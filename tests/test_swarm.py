@@ -1,0 +1,141 @@
+"""RHGEN_SOURCE=swarm on a real single-node swarm: services made with `docker service create` and
+`docker stack deploy` of the busybox image (each replica answers its task's host name), rhgen on
+the host reading the manager's socket, and traffic through the proxy image attached to the test's
+overlay network with its port published on 127.0.0.1 (overlay addresses are not routed from the host)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from runtime_support import get
+from servers import free_port, rhgen_env
+from support.docker import docker, wait_for
+
+SOCKET = "/var/run/docker.sock"
+DOMAIN = "dev.tld"
+
+
+def routes(tmp_path, lab, **settings):
+    env = rhgen_env(tmp_path, free_port(), RHGEN_SOURCE="swarm", DOCKER_HOST=f"unix://{SOCKET}",
+                    RANCHER_LABEL=lab.route_label, **settings)
+    done = subprocess.run([sys.executable, "-m", "rhgen", "routes", "--json"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def addresses(tasks, network):
+    """Each task's address on `network` (by name)."""
+    return sorted(
+        a["Addresses"][0].split("/")[0] for t in tasks for a in t["NetworksAttachments"] if a["Network"]["Spec"]["Name"] == network
+    )
+
+
+def labelled(lab, stack, port="80"):
+    return ["--label", f"{lab.route_label}={port}", "--label", f"com.docker.stack.namespace={stack}"]
+
+
+def test_swarm_services_route_to_their_running_tasks_on_the_shared_network(tmp_path, swarm_lab):
+    lab = swarm_lab
+    net = lab.network("net", "--driver", "overlay", "--attachable")
+    other = lab.network("other", "--driver", "overlay")
+    stack = lab.name("shop")
+    web = lab.service("shop_web", "--replicas", "2", "--network", net, *labelled(lab, stack))
+    # Renamed by hand: docker stack deploy names services <stack>_<service>.
+    lab.service("plain", "--network", net)  # no routing label: not routed, listed as skipped
+    elsewhere = lab.service("away_web", "--network", other, *labelled(lab, lab.name("away")))
+    on_containers = lab.service("misplaced", "--network", net, "--container-label", f"{lab.route_label}=80")
+    tasks = wait_for(lab.running(web, 2), 60, f"{web}: 2 running tasks")
+    wait_for(lab.running(elsewhere, 1), 60, f"{elsewhere} running")
+
+    data = routes(tmp_path, lab, RHGEN_DOCKER_NETWORK=net)
+    mine = [r for r in data["routes"] if r["backend"].startswith(lab.prefix)]
+    assert [r["host"] for r in mine] == [f"{stack}.{DOMAIN}"]
+    servers = mine[0]["servers"]
+    assert sorted(s["address"] for s in servers) == addresses(tasks, net)
+    assert all(s["port"] == 80 and s["name"].startswith("web-") for s in servers)  # service = name minus "<stack>_"
+    reasons = {s["what"]: s["reason"] for s in data["skipped"] if lab.prefix in s["what"]}
+    assert reasons[f"service '{lab.name('plain')}'"] == f"has no service label {lab.route_label} (compose: deploy.labels)"
+    assert reasons[f"service '{on_containers}'"].startswith(f"has no service label {lab.route_label} on its containers")
+    away = [reason for what, reason in reasons.items() if what.startswith(f"task '{elsewhere}.")]
+    assert away == [f"is not attached to network {net!r} (RHGEN_DOCKER_NETWORK; it is on {other})"]
+
+
+def test_swarm_network_is_matched_by_id_as_well_as_by_name(tmp_path, swarm_lab):
+    lab = swarm_lab
+    net = lab.network("net", "--driver", "overlay", "--attachable")
+    web = lab.service("idstack_web", "--network", net, *labelled(lab, lab.name("idstack")))
+    tasks = wait_for(lab.running(web, 1), 60, f"{web} running")
+    network_id = docker("network", "inspect", "--format", "{{.Id}}", net)
+    data = routes(tmp_path, lab, RHGEN_DOCKER_NETWORK=network_id)
+    mine = [s["address"] for r in data["routes"] if r["backend"].startswith(lab.prefix) for s in r["servers"]]
+    assert mine == addresses(tasks, net)
+
+
+def test_swarm_vip_mode_gives_one_server_per_service_at_its_virtual_ip(tmp_path, swarm_lab):
+    lab = swarm_lab
+    net = lab.network("net", "--driver", "overlay", "--attachable")
+    stack = lab.name("vipstack")
+    web = lab.service("vipstack_web", "--replicas", "2", "--network", net, *labelled(lab, stack))
+    dnsrr = lab.service("vipstack_rr", "--endpoint-mode", "dnsrr", "--network", net, *labelled(lab, stack))
+    wait_for(lab.running(web, 2), 60, f"{web}: 2 running tasks")
+    service = json.loads(docker("service", "inspect", web))[0]
+    net_id = docker("network", "inspect", "--format", "{{.Id}}", net)
+    vip = next(v["Addr"].split("/")[0] for v in service["Endpoint"]["VirtualIPs"] if v["NetworkID"] == net_id)
+    data = routes(tmp_path, lab, RHGEN_DOCKER_NETWORK=net, RHGEN_SWARM_ENDPOINT="vip")
+    mine = [s for r in data["routes"] if r["backend"].startswith(lab.prefix) for s in r["servers"]]
+    assert [(s["address"], s["container"]) for s in mine] == [(vip, web)]
+    reasons = {s["what"]: s["reason"] for s in data["skipped"]}
+    assert reasons[f"service {dnsrr!r}"].startswith("has no virtual IP (endpoint mode dnsrr")
+
+
+# --- traffic through the proxy image on the overlay network ---------------------------------
+
+
+def proxy_container(lab, image, net, **env):
+    """The rhgen image in watch mode as a container on the attachable overlay network, reading the
+    manager's socket, port 80 published on 127.0.0.1; (container, port)."""
+    environment = {"STACK_DOMAIN": DOMAIN, "RHGEN_SOURCE": "swarm", "RHGEN_MODE": "watch",
+                   "RANCHER_LABEL": lab.route_label, "RHGEN_DOCKER_NETWORK": net, **env}
+    proxy = lab.run(image, name=lab.name("proxy"), network=net,
+                    options=["--publish", "127.0.0.1::80", "--volume", f"{SOCKET}:{SOCKET}:ro",
+                             *[f"--env={k}={v}" for k, v in environment.items()]])
+    return proxy, lab.published_port(proxy)
+
+
+def answering(port, host, samples=40):
+    """The set of host names answering `host` over `samples` requests (haproxy balances round robin)."""
+    seen = set()
+    for _ in range(samples):
+        status, text = get(port, host, timeout=2.0)
+        if status == 200:
+            seen.add(text.strip())
+    return seen
+
+
+def task_hostnames(lab, service, count):
+    tasks = wait_for(lab.running(service, count), 90, f"{service}: {count} running tasks")
+    return {t["Status"]["ContainerStatus"]["ContainerID"][:12] for t in tasks}
+
+
+def test_swarm_proxy_reaches_every_replica_and_follows_a_scale(rhgen_image, swarm_lab):
+    lab = swarm_lab
+    net = lab.network("net", "--driver", "overlay", "--attachable")
+    stack = lab.name("app")
+    web = lab.service("app_web", "--replicas", "2", "--network", net, *labelled(lab, stack))
+    expected = task_hostnames(lab, web, 2)
+    proxy, port = proxy_container(lab, rhgen_image, net)
+    host = f"{stack}.{DOMAIN}"
+    wait_for(lambda: answering(port, host) == expected, 60,
+             f"{host} answered by both replicas (logs: {lab.logs(proxy)[-1500:]})", interval=0.5)
+    docker("service", "scale", "--detach", f"{web}=4")
+    expected = task_hostnames(lab, web, 4)
+    wait_for(lambda: answering(port, host) == expected, 30, f"{host} answered by 4 replicas", interval=0.2)
+    docker("service", "rm", web)
+    wait_for(lambda: get(port, host, timeout=2.0)[0] == 503, 30, f"{host} gone: 503")
