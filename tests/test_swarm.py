@@ -6,19 +6,21 @@ overlay network with its port published on 127.0.0.1 (overlay addresses are not 
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import subprocess
 import sys
-import time
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from runtime_support import get
-from servers import free_port, rhgen_env
-from support.docker import docker, wait_for
+from servers import DockerDaemon, free_port, rhgen_env
+from support.docker import BACKEND_COMMAND, REPO, docker, docker_cli, wait_for
 
 SOCKET = "/var/run/docker.sock"
 DOMAIN = "dev.tld"
+EXAMPLES = REPO / "examples" / "swarm"
 
 
 def routes(tmp_path, lab, **settings):
@@ -129,6 +131,8 @@ def test_swarm_proxy_reaches_every_replica_and_follows_a_scale(rhgen_image, swar
     net = lab.network("net", "--driver", "overlay", "--attachable")
     stack = lab.name("app")
     web = lab.service("app_web", "--replicas", "2", "--network", net, *labelled(lab, stack))
+    # Another routed stack: a source answer that routes nothing at all is refused (the blanking guard).
+    lab.service("keep_web", "--network", net, *labelled(lab, lab.name("keep")))
     expected = task_hostnames(lab, web, 2)
     proxy, port = proxy_container(lab, rhgen_image, net)
     host = f"{stack}.{DOMAIN}"
@@ -139,3 +143,66 @@ def test_swarm_proxy_reaches_every_replica_and_follows_a_scale(rhgen_image, swar
     wait_for(lambda: answering(port, host) == expected, 30, f"{host} answered by 4 replicas", interval=0.2)
     docker("service", "rm", web)
     wait_for(lambda: get(port, host, timeout=2.0)[0] == 503, 30, f"{host} gone: 503")
+
+
+# --- nodes that cannot answer: the Docker API look-alike (a real worker needs a second machine) --
+
+
+@pytest.mark.parametrize("swarm_state, message", [
+    ({"LocalNodeState": "active", "ControlAvailable": False}, "this node is a worker: point DOCKER_HOST at a manager"),
+    ({"LocalNodeState": "inactive", "ControlAvailable": False}, "this node is not in a swarm"),
+])
+def test_swarm_source_on_a_node_that_is_no_manager_fails_in_one_line(tmp_path, swarm_state, message):
+    folder = Path(tempfile.mkdtemp(prefix="rh-", dir="/tmp"))  # unix socket paths are limited to 107 bytes
+    daemon = DockerDaemon(folder / "docker.sock")
+    try:
+        daemon.info = {"Swarm": {**swarm_state, "NodeID": "f5akinmsjpupvydny9xe02jtk"}}
+        env = rhgen_env(tmp_path, free_port(), RHGEN_SOURCE="swarm", DOCKER_HOST=daemon.url)
+        done = subprocess.run([sys.executable, "-m", "rhgen", "generate"], env=env, capture_output=True, text=True,
+                              timeout=30)
+    finally:
+        daemon.close()
+        shutil.rmtree(folder, ignore_errors=True)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("rhgen: error")]
+    assert len(errors) == 1 and message in errors[0], done.stderr
+    assert not (tmp_path / "haproxy.cfg").exists()
+    assert not any("/services" in r or "/tasks" in r for r in daemon.requests)
+
+
+# --- examples/swarm: both stacks deployed with docker stack deploy -------------------------------
+
+
+@pytest.fixture(scope="module")
+def app_image(backend_image):
+    """The busybox backend with the httpd as its default command, as the example's app image
+    must be (app.yml gives no command)."""
+    name = "rhgen-test-busybox-httpd:2"
+    if subprocess.run([docker_cli(), "image", "inspect", name], capture_output=True).returncode != 0:
+        dockerfile = f"FROM {backend_image}\nCMD {json.dumps(list(BACKEND_COMMAND))}\n"
+        docker("build", "--quiet", "--tag", name, "-", input=dockerfile, timeout=300)
+    return name
+
+
+def test_swarm_examples_deploy_route_every_replica_scale_and_stack_rm_gives_503(rhgen_image, app_image, swarm_lab):
+    lab = swarm_lab
+    port = free_port()
+    env = {"RHGEN_IMAGE": rhgen_image, "APP_IMAGE": app_image, "STACK_DOMAIN": DOMAIN, "PROXY_PUBLISH": str(port),
+           "WEB_NETWORK": lab.name("web"), "ROUTE_LABEL": lab.route_label}
+    proxy = lab.stack("proxy", EXAMPLES / "stack.yml", env)
+    app = lab.stack("app", EXAMPLES / "app.yml", env)
+    # Another routed stack: a source answer that routes nothing at all is refused (the blanking guard).
+    keep = lab.service("keep_web", "--network", env["WEB_NETWORK"], *labelled(lab, lab.name("keep")))
+    host = f"{app}.{DOMAIN}"
+    expected = task_hostnames(lab, f"{app}_web", 2)
+    wait_for(lambda: answering(port, host) == expected, 90,
+             f"{host} answered by both replicas through the proxy stack "
+             f"(proxy: {docker('service', 'ps', '--no-trunc', f'{proxy}_proxy', check=False)})", interval=0.5)
+
+    docker("service", "scale", "--detach", f"{app}_web=4")
+    expected = task_hostnames(lab, f"{app}_web", 4)
+    wait_for(lambda: answering(port, host) == expected, 30, f"{host} answered by 4 replicas", interval=0.2)
+
+    docker("stack", "rm", app)
+    wait_for(lambda: get(port, host, timeout=2.0)[0] == 503, 30, f"{host} after docker stack rm: 503")
+    assert answering(port, f"{lab.name('keep')}.{DOMAIN}", samples=3) == task_hostnames(lab, keep, 1)
