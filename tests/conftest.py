@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, settings as hypothesis_settings
 
 from helpers import BackendServers, Haproxy, MetadataServer, make_target, run_rhgen as run, start_demo
 from reliability_ledger import LEDGER, short_id
-from support.docker import DockerLab, DockerUnavailable, build_backend_image, build_rhgen_image, daemon_answers, docker
+from support.docker import DockerLab, DockerUnavailable, build_backend_image, build_rhgen_image, daemon_answers, join_swarm, leave_swarm
 
 # Property tests: "ci" (the default, what the README's test command runs) tries 1,000 examples per
 # property; RHGEN_HYPOTHESIS_PROFILE=quick tries 100 while you iterate. No deadline: haproxy -c
@@ -141,19 +141,15 @@ def swarm(docker_daemon):
     """A swarm this daemon manages: the one it is in, or a single-node swarm made here
     (`docker swarm init --advertise-addr 127.0.0.1`) and left again at the end of the session.
     A swarm someone else made is never left."""
-    state = docker("info", "--format", "{{.Swarm.LocalNodeState}}/{{.Swarm.ControlAvailable}}")
-    made = False
-    if state.startswith("inactive/"):
-        docker("swarm", "init", "--advertise-addr", "127.0.0.1")
-        made = True
-    elif state != "active/true":
-        reason = f"the Docker daemon is not a swarm manager ({state})"
+    try:
+        made = join_swarm()
+    except DockerUnavailable as exc:
         if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
     yield
     if made:
-        docker("swarm", "leave", "--force", check=False)
+        leave_swarm()
 
 
 @pytest.fixture

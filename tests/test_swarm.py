@@ -53,8 +53,13 @@ def test_swarm_services_route_to_their_running_tasks_on_the_shared_network(tmp_p
     lab.service("plain", "--network", net)  # no routing label: not routed, listed as skipped
     elsewhere = lab.service("away_web", "--network", other, *labelled(lab, lab.name("away")))
     on_containers = lab.service("misplaced", "--network", net, "--container-label", f"{lab.route_label}=80")
+    # Swarm keeps a task in `starting` until its healthcheck passes (this one first runs after 60 s).
+    sick = lab.service("sick_web", "--network", net, "--health-cmd", "exit 1", "--health-interval", "60s",
+                       *labelled(lab, lab.name("sick")))
     tasks = wait_for(lab.running(web, 2), 60, f"{web}: 2 running tasks")
     wait_for(lab.running(elsewhere, 1), 60, f"{elsewhere} running")
+    wait_for(lambda: docker("service", "ps", "--format", "{{.CurrentState}}", sick).startswith("Starting"), 60,
+             f"{sick} starting")
 
     data = routes(tmp_path, lab, RHGEN_DOCKER_NETWORK=net)
     mine = [r for r in data["routes"] if r["backend"].startswith(lab.prefix)]
@@ -66,6 +71,7 @@ def test_swarm_services_route_to_their_running_tasks_on_the_shared_network(tmp_p
     assert reasons[f"service '{lab.name('plain')}'"] == f"has no service label {lab.route_label} (compose: deploy.labels)"
     assert reasons[f"service '{on_containers}'"].startswith(f"has no service label {lab.route_label} on its containers")
     away = [reason for what, reason in reasons.items() if what.startswith(f"task '{elsewhere}.")]
+    assert [reason for what, reason in reasons.items() if what.startswith(f"container '{sick}.")] == ["state is 'starting'"]
     assert away == [f"is not attached to network {net!r} (RHGEN_DOCKER_NETWORK; it is on {other})"]
 
 
@@ -141,6 +147,13 @@ def test_swarm_proxy_reaches_every_replica_and_follows_a_scale(rhgen_image, swar
     docker("service", "scale", "--detach", f"{web}=4")
     expected = task_hostnames(lab, web, 4)
     wait_for(lambda: answering(port, host) == expected, 30, f"{host} answered by 4 replicas", interval=0.2)
+    # A label added to a running service changes no task: the service events bring it in.
+    late = lab.service("late_web", "--network", net)
+    late_host = f"{lab.name('late')}.{DOMAIN}"
+    expected_late = task_hostnames(lab, late, 1)
+    assert get(port, late_host, timeout=2.0)[0] == 503
+    docker("service", "update", "--detach", *(f"--label-add={x}" for x in labelled(lab, lab.name("late"))[1::2]), late)
+    wait_for(lambda: answering(port, late_host, samples=2) == expected_late, 10, f"{late_host} after --label-add")
     docker("service", "rm", web)
     wait_for(lambda: get(port, host, timeout=2.0)[0] == 503, 30, f"{host} gone: 503")
 

@@ -107,6 +107,24 @@ def build_rhgen_image() -> str:
     return RHGEN_IMAGE
 
 
+def join_swarm() -> bool:
+    """Make sure this daemon manages a swarm: True when a single-node swarm was made here
+    (`docker swarm init --advertise-addr 127.0.0.1`), to be left again with leave_swarm();
+    False when the daemon already managed one, which must never be left.
+    DockerUnavailable when it is in a swarm but not a manager."""
+    state = docker("info", "--format", "{{.Swarm.LocalNodeState}}/{{.Swarm.ControlAvailable}}")
+    if state.startswith("inactive/"):
+        docker("swarm", "init", "--advertise-addr", "127.0.0.1")
+        return True
+    if state != "active/true":
+        raise DockerUnavailable(f"the Docker daemon is not a swarm manager ({state})")
+    return False
+
+
+def leave_swarm() -> None:
+    docker("swarm", "leave", "--force", check=False)
+
+
 BACKEND_COMMAND = ("sh", "-c", "hostname > /www/index.html; exec httpd -f -p 80 -h /www")
 
 
