@@ -100,7 +100,7 @@ def _service(service: Any, index: int, tasks: dict[str, list[dict[str, Any]]], n
     if settings.swarm_endpoint == "vip":
         return [_vip(service, base, name, what, tasks.get(service["ID"], []), networks, settings.docker_network)]
     results: list[dict[str, Any] | Skipped] = []
-    for task in sorted(tasks.get(service["ID"], []), key=lambda t: (t.get("Slot") or 0, str(t.get("ID")))):
+    for task in sorted(tasks.get(service["ID"], []), key=lambda t: (_slot(t), str(t.get("ID")))):
         results.append(_task(task, base, name, settings.docker_network))
     return results
 
@@ -108,7 +108,7 @@ def _service(service: Any, index: int, tasks: dict[str, list[dict[str, Any]]], n
 def _task(task: dict[str, Any], base: dict[str, Any], service: str, wanted: str) -> dict[str, Any] | Skipped:
     task_id = task.get("ID") if isinstance(task.get("ID"), str) else ""
     # The name docker gives the task's container: <service>.<slot> (replicated) or <service>.<node> (global).
-    slot = task.get("Slot") if isinstance(task.get("Slot"), int) and task.get("Slot") else task.get("NodeID")
+    slot = _slot(task) or (task.get("NodeID") if isinstance(task.get("NodeID"), str) else "")
     name = f"{service}.{slot}.{task_id[:12]}" if slot else f"{service}.{task_id[:12]}"
     status = task.get("Status") if isinstance(task.get("Status"), dict) else {}
     state = status.get("State") if isinstance(status.get("State"), str) and status.get("State") else "unknown"
@@ -116,7 +116,7 @@ def _task(task: dict[str, Any], base: dict[str, Any], service: str, wanted: str)
     if state != "running":
         return container  # the model says why it gets no traffic
     attached: dict[str, tuple[str, str]] = {}  # name -> (id, address)
-    for attachment in task.get("NetworksAttachments") or []:
+    for attachment in _list(task.get("NetworksAttachments")):
         network = attachment.get("Network") if isinstance(attachment, dict) and isinstance(attachment.get("Network"), dict) else {}
         spec = network.get("Spec") if isinstance(network.get("Spec"), dict) else {}
         addresses = attachment.get("Addresses") if isinstance(attachment.get("Addresses"), list) else []
@@ -130,8 +130,8 @@ def _vip(service: dict[str, Any], base: dict[str, Any], name: str, what: str, ta
          networks: dict[str, str], wanted: str) -> dict[str, Any] | Skipped:
     endpoint = service.get("Endpoint") if isinstance(service.get("Endpoint"), dict) else {}
     attached = {}
-    for vip in endpoint.get("VirtualIPs") or []:
-        if isinstance(vip, dict) and vip.get("NetworkID") in networks and networks[vip["NetworkID"]] != "ingress":
+    for vip in _list(endpoint.get("VirtualIPs")):
+        if isinstance(vip, dict) and isinstance(vip.get("NetworkID"), str) and vip["NetworkID"] in networks and networks[vip["NetworkID"]] != "ingress":
             attached[networks[vip["NetworkID"]]] = (vip["NetworkID"], _ip(vip.get("Addr")))
     if not attached:
         spec = service.get("Spec") if isinstance(service.get("Spec"), dict) else {}
@@ -144,6 +144,15 @@ def _vip(service: dict[str, Any], base: dict[str, Any], name: str, what: str, ta
     running = any(isinstance(t.get("Status"), dict) and t["Status"].get("State") == "running" for t in tasks)
     return {**base, "name": name, "uuid": service["ID"][:12], "state": "running" if running else "without running tasks",
             "primary_ip": ip}
+
+
+def _slot(task: dict[str, Any]) -> int:
+    slot = task.get("Slot")
+    return slot if isinstance(slot, int) and not isinstance(slot, bool) else 0
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _ip(address: Any) -> str:
