@@ -1,7 +1,7 @@
 """How fast does the swarm source follow `docker service scale`, and how many requests fail during a
 rolling `docker service update --force`? Not a test: a measurement to run by hand.
 
-    .venv/bin/python bench/swarm_convergence.py --rounds 12     # needs the image: docker/build.sh rhgen:test
+    .venv/bin/python bench/swarm_convergence.py --rounds 12     # builds the image as the tests do
 
 Everything is real: the Docker daemon's swarm (a single-node one is made and left again when the
 daemon is in none), the busybox backend as a replicated service on an attachable overlay
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from runtime_support import get  # noqa: E402
 from support.docker import (  # noqa: E402
-    RHGEN_IMAGE, DockerLab, build_backend_image, docker, join_swarm, leave_swarm, wait_for,
+    DockerLab, build_backend_image, build_rhgen_image, docker, join_swarm, leave_swarm, wait_for,
 )
 
 SOCKET = "/var/run/docker.sock"
@@ -49,6 +49,7 @@ def _started(task: dict) -> float:
 
 def measure(rounds: int = 12, poll: float = 1.0, settle: float = 0.2, stop_signal: str = "") -> dict:
     build_backend_image()
+    image = build_rhgen_image()
     made = join_swarm()
     lab = DockerLab()
     try:
@@ -64,7 +65,7 @@ def measure(rounds: int = 12, poll: float = 1.0, settle: float = 0.2, stop_signa
         known = {t["Status"]["ContainerStatus"]["ContainerID"][:12] for t in wait_for(lab.running(web, 1), 90, "web")}
         env = {"STACK_DOMAIN": "dev.tld", "RHGEN_SOURCE": "swarm", "RHGEN_MODE": "watch", "RANCHER_LABEL": lab.route_label,
                "RHGEN_DOCKER_NETWORK": net, "RHGEN_SWARM_POLL": str(poll), "RHGEN_SETTLE": str(settle)}
-        proxy = lab.run(RHGEN_IMAGE, name=lab.name("proxy"), network=net,
+        proxy = lab.run(image, name=lab.name("proxy"), network=net,
                         options=["--publish", "127.0.0.1::80", "--volume", f"{SOCKET}:{SOCKET}:ro",
                                  *[f"--env={k}={v}" for k, v in env.items()]])
         port = lab.published_port(proxy)

@@ -9,6 +9,7 @@ made here, on networks made here.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -23,7 +24,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 LABEL = "rhgen.test"
-RHGEN_IMAGE = os.environ.get("RHGEN_TEST_IMAGE", "rhgen:test")
+# One tag per checkout: several checkouts share a daemon, and a shared tag let one test run use the
+# image another checkout had just built from its own sources.
+RHGEN_IMAGE = os.environ.get("RHGEN_TEST_IMAGE", f"rhgen:test-{hashlib.sha1(str(REPO).encode(), usedforsecurity=False).hexdigest()[:8]}")
 BACKEND_IMAGE = "rhgen-test-busybox:2"  # bump when APPLETS change: the image is cached by name
 BUSYBOX = "/bin/busybox"
 # The busybox applets the backend image needs: sh for the command line, httpd to serve, hostname to say who answers.
