@@ -255,6 +255,13 @@ def parse_source(raw: Any) -> str:
     return text
 
 
+def parse_swarm_endpoint(raw: Any) -> str:
+    text = parse_text(raw).lower()
+    if text not in SWARM_ENDPOINTS:
+        raise ValueError(f"is not a swarm endpoint mode (use {', '.join(SWARM_ENDPOINTS)})")
+    return text
+
+
 def is_docker_host(text: str) -> bool:
     """unix:///path/docker.sock or tcp://host:port (plain HTTP), as the docker CLI reads DOCKER_HOST."""
     return bool(re.fullmatch(r"unix:///[^\s\"'#%\\]+", text) or re.fullmatch(r"tcp://[A-Za-z0-9_.:\[\]-]+", text))
@@ -305,7 +312,8 @@ def parse_host_patterns(raw: Any) -> tuple[str, ...]:
 parse_syslog_host = _optional_matching(r"[A-Za-z0-9_.:\[\]-]+", "is not a host or host:port")
 
 
-SOURCES = ("rancher", "docker", "file")
+SOURCES = ("rancher", "docker", "swarm", "file")
+SWARM_ENDPOINTS = ("tasks", "vip")
 
 _FACILITIES = {
     "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
@@ -367,9 +375,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("drop_warning", "RHGEN_DROP_WARNING", parse_percent, "Warn when a run drops more than this share of routed hosts (percent; 100 never warns)."),
     Setting("disable_metadata", "DISABLE_METADATA", parse_bool, "Read METADATA_FILE instead of the metadata service."),
     Setting("metadata_file", "METADATA_FILE", parse_file_path, "Answers file (JSON or YAML: containers, self_service_metadata)."),
-    Setting("source", "RHGEN_SOURCE", parse_source, "Where containers come from: rancher, docker or file (DISABLE_METADATA=true means file)."),
+    Setting("source", "RHGEN_SOURCE", parse_source, "Where containers come from: rancher, docker, swarm or file (DISABLE_METADATA=true means file)."),
     Setting("docker_host", "DOCKER_HOST", parse_text, "Docker Engine API: unix:///path/docker.sock or tcp://host:port."),
     Setting("docker_network", "RHGEN_DOCKER_NETWORK", parse_docker_network, "Docker network whose container IPs are routed to; empty takes each container's first network by name that gives it an IP."),
+    Setting("swarm_endpoint", "RHGEN_SWARM_ENDPOINT", parse_swarm_endpoint, "swarm: route to each running task (tasks) or to the service's virtual IP (vip)."),
+    Setting("swarm_poll", "RHGEN_SWARM_POLL", parse_seconds, "swarm watch: seconds between polls of the tasks (events do not report them)."),
     Setting("watch_settle", "RHGEN_SETTLE", parse_settle, "watch: seconds without further change before regenerating (bursts give one run)."),
     Setting("watch_resync", "RHGEN_RESYNC", parse_seconds, "watch: regenerate at least this often, changed or not (safety net)."),
     Setting("watch_max_wait", "RHGEN_WATCH_MAX_WAIT", parse_max_wait, "watch: seconds one Rancher long poll of /version waits (1-120)."),
@@ -500,12 +510,12 @@ def _check_together(settings: Any) -> None:
         for env, value in (("STATS_USERNAME", settings.stats_username), ("STATS_PASSWORD", settings.stats_password)):
             if not value:
                 raise SettingsError(f"setting {env} is empty: ENABLE_STATS needs a user name and a password")
-    if settings.disable_metadata and settings.source == "docker":
-        raise SettingsError("settings DISABLE_METADATA=true (the file source) and RHGEN_SOURCE=docker contradict each other")
+    if settings.disable_metadata and settings.source in ("docker", "swarm"):
+        raise SettingsError(f"settings DISABLE_METADATA=true (the file source) and RHGEN_SOURCE={settings.source} contradict each other")
     if settings.source == "file" and not settings.metadata_file:
         raise SettingsError("setting METADATA_FILE is required when RHGEN_SOURCE is file")
     # Checked only when used: DOCKER_HOST is often set for the docker CLI (ssh://, tls) on hosts that use another source.
-    if settings.source == "docker" and not is_docker_host(settings.docker_host):
+    if settings.source in ("docker", "swarm") and not is_docker_host(settings.docker_host):
         raise SettingsError(
             f"setting DOCKER_HOST ({settings.origin.get('docker_host', 'unset')}): {quoted(settings.docker_host)} "
             "is not unix:///path/to/docker.sock or tcp://host:port"

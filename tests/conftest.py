@@ -12,6 +12,7 @@ from helpers import BackendServers, Haproxy, MetadataServer, free_port, make_tar
 from reliability_ledger import LEDGER, short_id
 from support.docker import (
     DockerLab, DockerUnavailable, PrivateDaemon, build_backend_image, build_rhgen_image, daemon_answers,
+    join_swarm, leave_swarm,
 )
 from support.pebble import Pebble, PebbleUnavailable
 
@@ -162,3 +163,25 @@ def pebble(tmp_path_factory):
         pytest.skip(str(exc))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def swarm(docker_daemon):
+    """A swarm this daemon manages: the one it is in, or a single-node swarm made here
+    (`docker swarm init --advertise-addr 127.0.0.1`) and left again at the end of the session.
+    A swarm someone else made is never left."""
+    try:
+        made = join_swarm()
+    except DockerUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    yield
+    if made:
+        leave_swarm()
+
+
+@pytest.fixture
+def swarm_lab(swarm, docker_lab):
+    """docker_lab on a swarm: its services and stacks are removed afterwards too."""
+    return docker_lab

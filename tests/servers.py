@@ -271,6 +271,7 @@ class DockerDaemon:
         self.containers: dict[str, dict[str, Any]] = {}
         self.requests: list[str] = []
         self.down = False  # answer every request with 500
+        self.info: dict[str, Any] = {"Swarm": {"LocalNodeState": "inactive", "ControlAvailable": False}}  # GET /info
         self._streams: list[queue.SimpleQueue[Any]] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -328,6 +329,8 @@ class DockerDaemon:
             handler.send_json(200, found) if found else handler.send_json(404, {"message": f"No such container: {match.group(1)}"})
         elif path == "/events":
             self._stream(handler)
+        elif path == "/info":
+            handler.send_json(200, self.info)
         else:
             handler.send_json(404, {"message": "page not found"})
 

@@ -1,4 +1,4 @@
-"""Fetch stage: one module per metadata source (rancher, docker, file), each returning the same SourceData
+"""Fetch stage: one module per metadata source (rancher, docker, swarm, file), each returning the same SourceData
 and each able to watch for changes."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def retry_delay(failures: int, first: float = 0.5, cap: float = 30.0) -> float:
 
 
 def kind(settings: Any) -> str:
-    """rancher, docker or file; DISABLE_METADATA=true keeps meaning the file source."""
+    """rancher, docker, swarm or file; DISABLE_METADATA=true keeps meaning the file source."""
     return "file" if settings.disable_metadata else settings.source
 
 
@@ -56,6 +56,10 @@ def fetch(settings: Any) -> SourceData:
         from . import docker
 
         return docker.fetch(settings)
+    if source == "swarm":
+        from . import swarm
+
+        return swarm.fetch(settings)
     from . import rancher
 
     return rancher.fetch(settings)
@@ -73,6 +77,10 @@ def watch(settings: Any, notify: Callable[[], None], stop: threading.Event) -> N
         from . import docker
 
         docker.watch(settings, notify, stop)
+    elif source == "swarm":
+        from . import swarm
+
+        swarm.watch(settings, notify, stop)
     else:
         from . import rancher
 

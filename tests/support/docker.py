@@ -9,6 +9,7 @@ made here, on networks made here.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -23,7 +24,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 LABEL = "rhgen.test"
-RHGEN_IMAGE = os.environ.get("RHGEN_TEST_IMAGE", "rhgen:test")
+# One tag per checkout: several checkouts share a daemon, and a shared tag let one test run use the
+# image another checkout had just built from its own sources.
+RHGEN_IMAGE = os.environ.get("RHGEN_TEST_IMAGE", f"rhgen:test-{hashlib.sha1(str(REPO).encode(), usedforsecurity=False).hexdigest()[:8]}")
 BACKEND_IMAGE = "rhgen-test-busybox:2"  # bump when APPLETS change: the image is cached by name
 BUSYBOX = "/bin/busybox"
 # The busybox applets the backend image needs: sh for the command line, httpd to serve, hostname to say who answers.
@@ -107,6 +110,24 @@ def build_rhgen_image() -> str:
     return RHGEN_IMAGE
 
 
+def join_swarm() -> bool:
+    """Make sure this daemon manages a swarm: True when a single-node swarm was made here
+    (`docker swarm init --advertise-addr 127.0.0.1`), to be left again with leave_swarm();
+    False when the daemon already managed one, which must never be left.
+    DockerUnavailable when it is in a swarm but not a manager."""
+    state = docker("info", "--format", "{{.Swarm.LocalNodeState}}/{{.Swarm.ControlAvailable}}")
+    if state.startswith("inactive/"):
+        docker("swarm", "init", "--advertise-addr", "127.0.0.1")
+        return True
+    if state != "active/true":
+        raise DockerUnavailable(f"the Docker daemon is not a swarm manager ({state})")
+    return False
+
+
+def leave_swarm() -> None:
+    docker("swarm", "leave", "--force", check=False)
+
+
 BACKEND_COMMAND = ("sh", "-c", "hostname > /www/index.html; exec httpd -f -p 80 -h /www")
 
 
@@ -116,6 +137,7 @@ class DockerLab:
     def __init__(self) -> None:
         self.run_id = uuid.uuid4().hex[:10]
         self.prefix = f"rt{self.run_id[:6]}"  # names stay short and unique to this run
+        self._stacks: list[str] = []
 
     @property
     def route_label(self) -> str:
@@ -171,16 +193,72 @@ class DockerLab:
         bindings = self.inspect(container)["NetworkSettings"]["Ports"][port]
         return int(bindings[0]["HostPort"])
 
+    # --- swarm mode: services and stacks (the swarm fixture makes sure there is a swarm) ---------
+
+    def service(self, base: str, *options: str, command: Sequence[str] = BACKEND_COMMAND,
+                image: str = BACKEND_IMAGE) -> str:
+        """`docker service create` of the busybox httpd (its replicas answer their task's host name),
+        labelled; returns the service name. Does not wait: use wait_for(lab.running(name, n))."""
+        name = self.name(base)
+        docker("service", "create", "--detach", "--quiet", "--name", name, "--label", self.label,
+               "--container-label", self.label, *options, image, *command)
+        return name
+
+    def stack(self, base: str, compose_file: Path, env: dict[str, str] | None = None) -> str:
+        """`docker stack deploy -c FILE` under this run's prefix; `docker stack rm` at close()."""
+        name = self.name(base)
+        self._stacks.append(name)
+        done = subprocess.run([docker_cli(), "stack", "deploy", "--compose-file", str(compose_file), name],
+                              capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+        if done.returncode != 0:
+            raise AssertionError(f"docker stack deploy {name}: {done.stderr.strip()}")
+        return name
+
+    def tasks(self, service: str) -> list[dict[str, Any]]:
+        """The service's tasks as `docker inspect` shows them, running ones (desired and actual) only."""
+        ids = docker("service", "ps", "-q", "--filter", "desired-state=running", service).split()
+        tasks = json.loads(docker("inspect", *ids)) if ids else []
+        return [t for t in tasks if t["Status"]["State"] == "running"]
+
+    def running(self, service: str, count: int) -> Callable[[], list[dict[str, Any]]]:
+        """A check for wait_for: the service has exactly `count` running tasks (returns them)."""
+        def check() -> list[dict[str, Any]]:
+            tasks = self.tasks(service)
+            return tasks if len(tasks) == count else []
+        return check
+
     def close(self) -> None:
-        """Remove every container, then network and volume, of this run (images stay as a cache)."""
+        """Remove every stack, service, container, then network and volume, of this run (images stay as a cache)."""
         where = ["--filter", f"label={self.label}"]
+        for stack in self._stacks:
+            docker("stack", "rm", stack, check=False)
+        services = docker("service", "ls", "-q", *where, check=False).split() if self._swarm() else []
+        if services:
+            docker("service", "rm", *services, check=False)
+        if self._stacks or services:
+            # A network is removable only once the tasks on it are gone.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and self._leftover_tasks():
+                time.sleep(0.5)
         containers = docker("ps", "-aq", *where, check=False).split()
         if containers:
             docker("rm", "-f", "-v", *containers, check=False, timeout=120)
         for kind in ("network", "volume"):
             names = docker(kind, "ls", "-q", *where, check=False).split()
+            if kind == "network" and self._stacks:  # stack networks carry the stack's label, not ours
+                for stack in self._stacks:
+                    names += docker(kind, "ls", "-q", "--filter", f"label=com.docker.stack.namespace={stack}",
+                                    check=False).split()
             if names:
                 docker(kind, "rm", *names, check=False)
+
+    def _swarm(self) -> bool:
+        return docker("info", "--format", "{{.Swarm.ControlAvailable}}", check=False) == "true"
+
+    def _leftover_tasks(self) -> list[str]:
+        """Containers of this run's services and stacks still on the host."""
+        return docker("ps", "-aq", "--filter", f"name={self.prefix}", "--filter", "label=com.docker.swarm.task.id",
+                      check=False).split()
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
