@@ -103,7 +103,7 @@ def test_a_server_added_to_an_existing_backend_serves_without_a_reload(stack_fac
     stack.haproxy.wait_routes("app1.dev.tld", new.name, timeout=5)
 
 
-def test_a_removed_server_drains_its_requests_then_goes_without_a_reload(stack_factory):
+def test_a_removed_server_drains_its_requests_then_goes_without_a_reload(stack_factory, reliability):
     stack = stack_factory(servers=2)
     reloads = stack.haproxy.reloads
     leaving = stack.apps[1]
@@ -141,6 +141,8 @@ def test_a_removed_server_drains_its_requests_then_goes_without_a_reload(stack_f
     assert stack.haproxy.reloads == reloads
     assert [ip for _, ip, _ in stack.live_servers()] == ["127.0.0.11"]
     leaving.close()
+    reliability("Faults of the backends", "a server leaves with a request in flight",
+                held="its request finished, no new request reached it, deleted without a reload")
 
 
 def test_the_drain_wait_is_bounded_by_the_drain_timeout(stack_factory):
@@ -181,7 +183,7 @@ def test_a_new_backend_with_server_changes_reloads_once(stack_factory):
     assert stack.haproxy.reloads == reloads + 1
 
 
-def test_a_runtime_command_haproxy_refuses_falls_back_to_one_reload(stack_factory, tmp_path):
+def test_a_runtime_command_haproxy_refuses_falls_back_to_one_reload(stack_factory, tmp_path, reliability):
     # static-rr cannot take dynamic servers: `add server` fails, the reload brings the server in.
     templates = tmp_path / "templates"
     templates.mkdir()
@@ -194,3 +196,5 @@ def test_a_runtime_command_haproxy_refuses_falls_back_to_one_reload(stack_factor
     assert "add server app1/" in out and "; reloading instead" in out and "; reloaded" in out, out
     stack.haproxy.wait_routes("app1.dev.tld", new.name, timeout=5)
     assert stack.haproxy.reloads == reloads + 1
+    reliability("Faults of the backends", "haproxy refuses a runtime command (add server)",
+                held="one warning line, one checked reload, the server serves")
