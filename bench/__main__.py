@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -122,7 +123,12 @@ def main() -> None:
                 print(f"bench: reload safety, {way}, {'close' if close else 'keep-alive'} …", file=sys.stderr)
                 loads.append(reload_safety.measure(way, close))
     report = render_report(started, import_floor, interpreter, sizes, converge, loads, " ".join(sys.argv[1:]))
-    Path(args.output).write_text(report)
+    output = Path(args.output)
+    # The deploys section comes from bench/deploys.py, measured separately: keep it.
+    kept = re.search(r"\n## Deploys \(issue 11\)\n.*?(?=\n## |\Z)", output.read_text(), re.S) if output.exists() else None
+    if kept:
+        report = report.rstrip("\n") + "\n" + kept.group(0).rstrip("\n") + "\n"
+    output.write_text(report)
     print(report)
 
 

@@ -362,7 +362,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("watch_settle", "RHGEN_SETTLE", parse_settle, "watch: seconds without further change before regenerating (bursts give one run)."),
     Setting("watch_resync", "RHGEN_RESYNC", parse_seconds, "watch: regenerate at least this often, changed or not (safety net)."),
     Setting("watch_max_wait", "RHGEN_WATCH_MAX_WAIT", parse_max_wait, "watch: seconds one Rancher long poll of /version waits (1-120)."),
-    Setting("haproxy_stats_socket", "HAPROXY_STATS_SOCKET", parse_file_path, "Admin stats socket for reload-free host map updates; empty is off.", security=True),
+    Setting("haproxy_stats_socket", "HAPROXY_STATS_SOCKET", parse_file_path, "Admin stats socket for reload-free host map and server updates; empty is off.", security=True),
     Setting("health_checks", "RHGEN_HEALTH_CHECKS", parse_bool, "Health-check every server (`check`); a server that fails stops getting requests."),
     Setting("check_interval", "RHGEN_CHECK_INTERVAL", parse_milliseconds, "Milliseconds between two health checks of a server (haproxy `inter`, 100-60000)."),
     Setting("check_fall", "RHGEN_CHECK_FALL", parse_check_count, "Failed checks in a row that take a server out (haproxy `fall`)."),
