@@ -37,10 +37,10 @@ def test_a_server_that_stops_answering_gets_no_requests_within_fall_times_inter(
         b.shutdown()
         b.server_close()
         hung = None
-        time.sleep(FALL * INTER_MS / 1000 + 0.2)
+        time.sleep(FALL * INTER_MS / 1000 + 0.5)
     else:
         hung = backend_servers.freeze(b.ip)
-        time.sleep(FALL * 2 * INTER_MS / 1000 + 0.2)  # each check waits up to inter for its answer
+        time.sleep(FALL * 2 * INTER_MS / 1000 + 0.5)  # each check waits up to inter for its answer
     try:
         answers = [haproxy.get("app1.dev.tld") for _ in range(10)]
     finally:
