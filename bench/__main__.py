@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from .procs import median_seconds, peak_rss_mb
 
 ROOT = Path(__file__).resolve().parent.parent
 RHGEN = [sys.executable, "-m", "rhgen", "generate"]
+KEPT_SECTIONS = ("Swarm source: convergence after `docker service scale`, failed requests in a rolling update", "Deploys (issue 11)")
 
 
 def rhgen_env(folder: Path, host: str, **extra: str) -> dict[str, str]:
@@ -129,7 +131,13 @@ def main() -> None:
 
         measured = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}"
         report += "\n" + "\n".join(docker_convergence.render(docker_convergence.measure(), measured)) + "\n"
-    Path(args.output).write_text(report)
+    output = Path(args.output)
+    # Sections measured by their own scripts (bench/deploys.py, bench/swarm_convergence.py): keep them.
+    for title in KEPT_SECTIONS:
+        kept = re.search(rf"\n## {re.escape(title)}\n.*?(?=\n## |\Z)", output.read_text(), re.S) if output.exists() else None
+        if kept:
+            report = report.rstrip("\n") + "\n" + kept.group(0).rstrip("\n") + "\n"
+    output.write_text(report)
     print(report)
 
 

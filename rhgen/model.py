@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 # Rancher's own balancer sends traffic only to these health states (None/empty included).
 ROUTABLE_HEALTH = {None, "", "healthy", "updating-healthy"}
+HEALTHCHECK_LABEL = "rhgen.healthcheck"  # value: the path of an HTTP health check, e.g. /healthz
+# A path haproxy takes as one word: no spaces, quotes, '#' or backslashes.
+_HEALTH_PATH = re.compile(r"/[A-Za-z0-9._~/%?=&+:@,!$*-]{0,200}")
 PROXY_KEYWORDS = ("send-proxy", "send-proxy-v2", "send-proxy-v2-ssl", "send-proxy-v2-ssl-cn")
 
 
@@ -55,6 +58,7 @@ class Server:
     port: int
     proxy_protocol: str  # "" or one of PROXY_KEYWORDS
     container: str
+    health_path: str = ""  # HTTP check path from the rhgen.healthcheck label; "" checks TCP only
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,13 @@ class Backend:
     name: str
     stack: str
     servers: tuple[Server, ...]
+
+    @property
+    def health_path(self) -> str:
+        """The HTTP check path when every server names the same one (a check is per backend in
+        haproxy); otherwise "" and the servers get a plain TCP check."""
+        paths = {server.health_path for server in self.servers}
+        return paths.pop() if len(paths) == 1 else ""
 
 
 @dataclass(frozen=True)
@@ -210,12 +221,16 @@ def server_for(container: Container, label: str, proxy_label: str) -> Server | S
             return Skipped(
                 what, f"label {proxy_label}={shown(container.labels[proxy_label])} is not one of {', '.join(PROXY_KEYWORDS)}"
             )
+    health_path = container.labels.get(HEALTHCHECK_LABEL, "")
+    if health_path and not _HEALTH_PATH.fullmatch(health_path):
+        return Skipped(what, f"label {HEALTHCHECK_LABEL}={health_path!r} is not a URL path (/healthz)")
     return Server(
         name=identifier(f"{container.service}-{container.uuid}"),
         address=address,
         port=port,
         proxy_protocol=proxy,
         container=container.name,
+        health_path=health_path,
     )
 
 
@@ -384,6 +399,9 @@ def build_routing(
         Backend(name=name, stack=stack_of_backend[name], servers=tuple(servers))
         for name, servers in sorted(servers_by_backend.items())
     )
+    for backend in backends:
+        if len({server.health_path for server in backend.servers}) > 1:
+            log.warning("backend %s: its services name different %s paths; TCP health checks only", backend.name, HEALTHCHECK_LABEL)
     return Routing(
         backends=backends,
         routes=tuple(sorted(routes.values(), key=lambda r: r.host)),

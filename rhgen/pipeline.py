@@ -25,7 +25,7 @@ class Outcome:
     changed: tuple[str, ...]  # live paths that differ (dry run) or were replaced
     diff: str = ""
     reloaded: bool = False
-    runtime_api: bool = False  # a host-map-only change applied through HAProxy's runtime API, no reload
+    runtime_api: bool = False  # a map/server change applied through HAProxy's runtime API, no reload
 
 
 @dataclass(frozen=True)
@@ -148,13 +148,15 @@ def _route(settings: Any, dry_run: bool, allow_empty: bool) -> tuple[Outcome, So
             apply.check_replaceable([f.path for f in changed])
             apply.check_config(settings.haproxy_bin, render_for, roles, folder=os.path.dirname(os.path.abspath(anchor)))
             already_pending = apply.reload_pending(anchor)
+            # The servers the running haproxy has now: the runtime API adds and removes the difference.
+            old_backends = apply.read_live(settings.haproxy_backend_config) if any(f.role == "backends" for f in changed) else None
             apply.swap(changed, anchor, reload_follows=bool(settings.reload_command))
             log.info("swapped in %s", ", ".join(f.path for f in changed))
             fingerprint.write_stamp(anchor, stamp)
             apply.write_generation(anchor, stamp.outputs)
-            # A host-map-only change goes to the running haproxy through its runtime API: no reload
-            # (unless an earlier reload is still owed).
-            if not already_pending and runtime.apply_map_change(settings, changed):
+            # A change of the host map and of servers in existing backends goes to the running haproxy
+            # through its runtime API: no reload (unless an earlier reload is still owed).
+            if not already_pending and runtime.apply_change(settings, changed, old_backends):
                 apply.clear_reload_pending(anchor)
                 return Outcome(routing, tuple(f.path for f in changed), runtime_api=True), source
         else:

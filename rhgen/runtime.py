@@ -1,11 +1,20 @@
-"""Reload-free stage: a change that touches only the host map goes to the running HAProxy through
-its runtime API (the admin stats socket, HAPROXY_STATS_SOCKET) instead of a reload.
+"""Reload-free stage: a change that touches only the host map and the servers of existing backends
+goes to the running HAProxy through its runtime API (the admin stats socket, HAPROXY_STATS_SOCKET)
+instead of a reload.
 
 The map file on disk is written first, as always, so the next reload loads the same entries.
 The live map is then replaced atomically: `prepare map <file>` opens a new, empty version,
 `add map @<ver> <file> <<` fills it in chunks, `commit map @<ver> <file>` swaps it in, and
 `show map <file>` proves the result. Any failure raises RuntimeApiError and the caller
 reloads instead; a reload is always correct, this is only faster and keeps connections.
+
+Servers: backends.cfg is written first too. The new file is compared with the one it replaced;
+when the two differ only in `server` lines of backends present in both, each new server line is
+sent as it is (`add server <backend>/<line>`, then `enable health` and `enable server`), and each
+server gone is drained (`state drain`) until its sessions end or RHGEN_DRAIN_TIMEOUT passes, then
+put into maintenance, its sessions shut and deleted. `show servers state` must then list exactly
+the servers of the file, none in maintenance. The server line is rendered once, by the template,
+and used both ways, so a later reload loads exactly what the runtime API built.
 """
 
 from __future__ import annotations
@@ -13,7 +22,9 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import RuntimeApiError
@@ -115,19 +126,157 @@ def _shown_entries(answer: str) -> list[tuple[str, str]]:
     return entries
 
 
-def apply_map_change(settings: Any, changed: Sequence[OutputFile]) -> bool:
-    """True when HAPROXY_STATS_SOCKET is set, the host map is the only changed file and the
-    running HAProxy took it through the runtime API; False means: reload as usual."""
+@dataclass(frozen=True)
+class ServerChanges:
+    """What turns the servers of the old backends.cfg into the new one's; backends stay as they are."""
+
+    added: tuple[tuple[str, str, str], ...]  # (backend, server, the rest of its server line)
+    removed: tuple[tuple[str, str], ...]  # (backend, server)
+
+
+def backend_servers(content: bytes) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """(every line but server lines and comments, {backend: {server: the rest of its line}})."""
+    others: list[str] = []
+    servers: dict[str, dict[str, str]] = {}
+    section = ""
+    for raw in content.decode("utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        words = line.split()
+        if raw[:1] not in (" ", "\t"):
+            section = words[1] if words[0] == "backend" and len(words) > 1 else ""
+        if words[0] == "server" and len(words) > 2 and section:
+            servers.setdefault(section, {})[words[1]] = " ".join(words[2:])
+        else:
+            others.append(line)
+            if words[0] == "backend" and section:
+                servers.setdefault(section, {})
+    return others, servers
+
+
+def server_changes(old: bytes | None, new: bytes) -> ServerChanges | None:
+    """The server changes from `old` to `new`, or None when anything else differs (a backend
+    added or removed, a changed line outside servers, a server whose line changed): reload."""
+    if old is None:
+        return None
+    old_others, old_servers = backend_servers(old)
+    new_others, new_servers = backend_servers(new)
+    if old_others != new_others or old_servers.keys() != new_servers.keys():
+        return None
+    added, removed = [], []
+    for backend, servers in new_servers.items():
+        before = old_servers[backend]
+        if any(before[name] != line for name, line in servers.items() if name in before):
+            return None
+        added += [(backend, name, line) for name, line in servers.items() if name not in before]
+        removed += [(backend, name) for name in before if name not in servers]
+    return ServerChanges(tuple(added), tuple(removed))
+
+
+def _expect(socket_path: str, command: str, *answers: str) -> None:
+    """Run `command`; its answer (first line) must be one of `answers` ("" for haproxy's silent success)."""
+    answer = send(socket_path, command).strip()
+    first = answer.splitlines()[0].strip() if answer else ""
+    if first not in answers:
+        raise RuntimeApiError(f"runtime API `{command}`: {first or 'no answer'}")
+
+
+def add_servers(socket_path: str, added: Sequence[tuple[str, str, str]]) -> None:
+    for backend, name, line in added:
+        if re.search(r"[;<>\\]", line):
+            raise RuntimeApiError(f"server line {backend}/{name} {line!r} cannot be sent through the runtime API")
+        _expect(socket_path, f"add server {backend}/{name} {line}", "New server registered.")
+        if "check" in line.split():
+            # A dynamic server's health check starts disabled; default-server does not apply to it either.
+            _expect(socket_path, f"enable health {backend}/{name}", "")
+        _expect(socket_path, f"enable server {backend}/{name}", "")
+
+
+def _sessions(socket_path: str, backend: str) -> dict[str, int]:
+    """Current sessions plus queued requests per server of `backend`, from `show stat` (CSV)."""
+    answer = send(socket_path, f"show stat {backend} 4 -1")
+    counts = {}
+    for line in answer.splitlines():
+        fields = line.split(",")
+        if len(fields) > 4 and fields[0] == backend and not line.startswith("#"):
+            counts[fields[1]] = int(fields[2] or 0) + int(fields[4] or 0)  # qcur + scur
+    return counts
+
+
+def remove_servers(socket_path: str, removed: Sequence[tuple[str, str]], drain_timeout: float) -> None:
+    """Drain, wait (bounded) for the sessions to end, maintenance, shut what is left, delete."""
+    for backend, name in removed:
+        _expect(socket_path, f"set server {backend}/{name} state drain", "")
+    deadline = time.monotonic() + drain_timeout
+    waiting = set(removed)
+    while waiting and time.monotonic() < deadline:
+        for backend in {b for b, _ in waiting}:
+            counts = _sessions(socket_path, backend)
+            waiting -= {(backend, name) for b, name in waiting if b == backend and not counts.get(name)}
+        if waiting:
+            time.sleep(0.05)
+    if waiting:
+        log.info("%d removed server(s) still busy after %.0f s of drain; shutting their sessions", len(waiting), drain_timeout)
+    for backend, name in removed:
+        _expect(socket_path, f"set server {backend}/{name} state maint", "")
+        _expect(socket_path, f"shutdown sessions server {backend}/{name}", "")
+        # A shut session lets go of its server connection a moment later.
+        for attempt in range(20):
+            answer = send(socket_path, f"del server {backend}/{name}").strip()
+            if answer == "Server deleted.":
+                break
+            if "still has connections" not in answer or attempt == 19:
+                raise RuntimeApiError(f"runtime API `del server {backend}/{name}`: {answer or 'no answer'}")
+            time.sleep(0.05)
+
+
+def verify_servers(socket_path: str, content: bytes) -> None:
+    """`show servers state` must list exactly the file's servers per backend, none in maintenance."""
+    _, wanted = backend_servers(content)
+    live: dict[str, dict[str, int]] = {}
+    for line in send(socket_path, "show servers state").splitlines():
+        fields = line.split()
+        if len(fields) > 6 and fields[0].isdigit():
+            live.setdefault(fields[1], {})[fields[3]] = int(fields[6])  # srv_admin_state
+    for backend, servers in wanted.items():
+        found = live.get(backend, {})
+        if set(found) != set(servers):
+            raise RuntimeApiError(
+                f"runtime API: backend {backend} has servers {sorted(found)} live, the file says {sorted(servers)}"
+            )
+        stuck = sorted(name for name, admin in found.items() if admin)  # any maintenance or drain flag
+        if stuck:
+            raise RuntimeApiError(f"runtime API: {backend}/{stuck[0]} is in maintenance or drain")
+
+
+def apply_change(settings: Any, changed: Sequence[OutputFile], old_backends: bytes | None) -> bool:
+    """True when HAPROXY_STATS_SOCKET is set, only the host map and the servers of existing
+    backends changed, and the running HAProxy took it all through the runtime API;
+    False means: reload as usual (which repairs whatever the runtime API did halfway)."""
     socket_path = settings.haproxy_stats_socket
-    if not socket_path or [f.role for f in changed] != ["map"]:
+    roles = {f.role: f for f in changed}
+    if not socket_path or not roles or not roles.keys() <= {"map", "backends"}:
         return False
-    output = changed[0]
+    servers = ServerChanges((), ())
+    if "backends" in roles:
+        found = server_changes(old_backends, roles["backends"].content)
+        if found is None:
+            return False
+        servers = found
     try:
-        replace_map(socket_path, output.path, map_entries(output.content))
+        add_servers(socket_path, servers.added)
+        if "map" in roles:
+            replace_map(socket_path, roles["map"].path, map_entries(roles["map"].content))
+        remove_servers(socket_path, servers.removed, settings.drain_timeout)
+        if "backends" in roles:
+            verify_servers(socket_path, roles["backends"].content)
     except RuntimeApiError as exc:
         log.warning("%s; reloading instead", exc)
         return False
-    log.info("applied %s through the runtime API, no reload", output.path)
+    done = [f"{len(servers.added)} server(s) added", f"{len(servers.removed)} removed"] if "backends" in roles else []
+    done += [roles["map"].path] if "map" in roles else []
+    log.info("applied %s through the runtime API, no reload", ", ".join(done))
     return True
 
 

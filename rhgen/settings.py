@@ -309,6 +309,30 @@ def parse_host_patterns(raw: Any) -> tuple[str, ...]:
     return tuple(patterns)
 
 
+def parse_milliseconds(raw: Any) -> int:
+    try:
+        value = _parse_int(raw)
+    except ValueError:
+        raise ValueError("is not a whole number of milliseconds (100-60000)") from None
+    if not 100 <= value <= 60000:
+        raise ValueError("must be between 100 and 60000 milliseconds")
+    return value
+
+
+def parse_check_count(raw: Any) -> int:
+    value = parse_count(raw)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def parse_drain_timeout(raw: Any) -> float:
+    value = _parse_float(raw)
+    if not 0 <= value <= 300:
+        raise ValueError("must be between 0 and 300 seconds")
+    return value
+
+
 parse_syslog_host = _optional_matching(r"[A-Za-z0-9_.:\[\]-]+", "is not a host or host:port")
 
 
@@ -383,7 +407,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("watch_settle", "RHGEN_SETTLE", parse_settle, "watch: seconds without further change before regenerating (bursts give one run)."),
     Setting("watch_resync", "RHGEN_RESYNC", parse_seconds, "watch: regenerate at least this often, changed or not (safety net)."),
     Setting("watch_max_wait", "RHGEN_WATCH_MAX_WAIT", parse_max_wait, "watch: seconds one Rancher long poll of /version waits (1-120)."),
-    Setting("haproxy_stats_socket", "HAPROXY_STATS_SOCKET", parse_file_path, "Admin stats socket for reload-free host map updates; empty is off.", security=True),
+    Setting("haproxy_stats_socket", "HAPROXY_STATS_SOCKET", parse_file_path, "Admin stats socket for reload-free host map and server updates; empty is off.", security=True),
     Setting("acme_directory", "ACME_DIRECTORY", parse_url, "ACME directory URL (e.g. Let's Encrypt's); empty turns ACME off."),
     Setting("acme_email", "ACME_EMAIL", parse_text, "Contact e-mail of the ACME account; empty registers without one."),
     Setting("acme_ca_bundle", "ACME_CA_BUNDLE", parse_file_path, "CA file trusted for the ACME directory's TLS (private or test servers); empty uses the system's.", security=True),
@@ -392,6 +416,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("acme_hosts", "ACME_HOSTS", parse_host_patterns, "Routed hosts that get ACME certificates: names or *.suffix; empty is every host no certificate of yours covers."),
     Setting("acme_max_orders", "ACME_MAX_ORDERS", parse_count, "ACME orders one run places at most (the rest wait for the next run)."),
     Setting("acme_timeout", "ACME_TIMEOUT", parse_seconds, "Seconds one run spends on ACME orders at most; routing never waits for them."),
+    Setting("health_checks", "RHGEN_HEALTH_CHECKS", parse_bool, "Health-check every server (`check`); a server that fails stops getting requests."),
+    Setting("check_interval", "RHGEN_CHECK_INTERVAL", parse_milliseconds, "Milliseconds between two health checks of a server (haproxy `inter`, 100-60000)."),
+    Setting("check_fall", "RHGEN_CHECK_FALL", parse_check_count, "Failed checks in a row that take a server out (haproxy `fall`)."),
+    Setting("check_rise", "RHGEN_CHECK_RISE", parse_check_count, "Passed checks in a row that bring a server back (haproxy `rise`)."),
+    Setting("server_retries", "RHGEN_SERVER_RETRIES", parse_count, "Tries on another server when a connection to one fails (haproxy `retries`; 0 is off)."),
+    Setting("drain_timeout", "RHGEN_DRAIN_TIMEOUT", parse_drain_timeout, "Seconds a removed server drains its requests before its sessions are shut (0-300)."),
     Setting("syslog_host", "SYSLOG_HOST", parse_syslog_host, "Send haproxy logs to this syslog host[:port]."),
     Setting("syslog_facility", "SYSLOG_FACILITY", parse_facility, "Syslog facility of haproxy logs."),
 )

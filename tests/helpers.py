@@ -217,6 +217,9 @@ class _Backend(http.server.ThreadingHTTPServer):
         self.proxy_protocol = proxy_protocol
         self.proxy_lines: list[str] = []  # PROXY headers received, without CRLF
         self.hits = 0
+        self.paths: list[str] = []  # every GET's path, health checks included
+        self.status: dict[str, int] = {}  # path -> status to answer instead of 200 (a failing /healthz)
+        self.drop = False  # read the request, count it, close without an answer (the app "crashed" on it)
         self.last_headers: dict[str, str] = {}
         self.errors: list[str] = []
         super().__init__((ip, 0), _BackendHandler)
@@ -238,9 +241,13 @@ class _BackendHandler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         self.server.hits += 1
+        self.server.paths.append(self.path)
         self.server.last_headers = {k.lower(): v for k, v in self.headers.items()}
+        if self.server.drop:
+            self.close_connection = True
+            return
         body = self.server.name.encode()
-        self.send_response(200)
+        self.send_response(self.server.status.get(self.path, 200))
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -264,6 +271,18 @@ class BackendServers:
 
     def __getitem__(self, ip: str) -> _Backend:
         return self.servers[ip]
+
+    def freeze(self, ip: str) -> socket.socket:
+        """The server at `ip` stops answering, its port stays open: a listening socket that never
+        accepts (a hung container). The caller closes the returned socket."""
+        server = self.servers[ip]
+        server.shutdown()
+        server.server_close()
+        hung = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        hung.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        hung.bind((ip, server.port))
+        hung.listen(64)
+        return hung
 
     def ports(self) -> dict[str, int]:
         return {ip: s.port for ip, s in self.servers.items()}

@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-GROUPS = ("Faults of the source", "Faults of the machine", "Hostile input", "Security hygiene")
+GROUPS = ("Faults of the source", "Faults of the machine", "Hostile input", "Security hygiene", "Faults of the backends")
 
 # Faults covered by tests that predate the reliability work: (group, fault, test id, what held).
 _SOURCE_HELD = "exit 1, one error line, live files byte-identical (content, inode, mtime), no temp file"

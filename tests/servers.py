@@ -80,13 +80,16 @@ class _Quiet(http.server.BaseHTTPRequestHandler):
 
 
 class App:
-    """One "container": an HTTP server on ip:random port answering 200 with its name."""
+    """One "container": an HTTP server on ip:random port answering 200 with its name
+    (/slow: after 1.5 s, /slow/<n>: after n seconds)."""
 
     def __init__(self, name: str, ip: str = "127.0.0.1"):
         self.name, self.ip = name, ip
 
         class Handler(_Quiet):
             def do_GET(self) -> None:  # noqa: N802
+                if self.path.startswith("/slow"):
+                    time.sleep(float(self.path[6:] or 1.5))
                 body = name.encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))

@@ -226,7 +226,7 @@ def test_containers_with_bad_proxy_labels_are_skipped_with_a_warning_each(metada
         for i, value in enumerate(BAD_PROXY_VALUES)
     ]
     assert sorted(warning_lines(result)) == sorted(expected)
-    assert [line.split()[2:] for line in server_lines(target)] == [
+    assert [line.replace(" check inter 1000 fall 2 rise 2", "").split()[2:] for line in server_lines(target)] == [
         ["127.0.0.11:8080"], ["127.0.0.12:8080"], ["127.0.0.13:9000"], ["127.0.0.14:9000", "send-proxy-v2"],
     ]
 
@@ -313,7 +313,7 @@ def test_container_with_a_copied_uuid_cannot_replace_a_served_server(metadata_se
         "'app1-web-1', which serves it now; skipped"
     ]
     assert "127.0.0.66" not in target.backends.read_text()
-    assert server_lines(target) == [f"server web-{c['uuid']} {c['primary_ip']}:8080" for c in sorted(APP1, key=lambda c: c["uuid"])]
+    assert server_lines(target) == [f"server web-{c['uuid']} {c['primary_ip']}:8080 check inter 1000 fall 2 rise 2" for c in sorted(APP1, key=lambda c: c["uuid"])]
 
 
 def test_container_ip_cannot_inject_lines_into_the_config(metadata_server, generate, target):
@@ -549,7 +549,7 @@ def test_bundled_demo_renders_the_documented_routes(run_rhgen, tmp_path):
         "someotheralias.dev.tld app1",
         "www.dev.tld app1",
     ]
-    assert "127.0.0.21:8081 send-proxy" in (out / "backends.cfg").read_text()
+    assert "127.0.0.21:8081 check inter 1000 fall 2 rise 2 send-proxy\n" in (out / "backends.cfg").read_text()
 
 
 # --- a user's own haproxy.cfg -------------------------------------------------------------------

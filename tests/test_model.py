@@ -9,6 +9,7 @@ import pytest
 from helpers import DOMAIN, LABEL, PROXY_LABEL, container
 from rhgen.model import Incumbents, SourceData, build_routing, containers_from_json, incumbents_from
 from rhgen.render import environment
+from rhgen.settings import load_settings
 
 
 def routing_of(items, aliases=None, proxy_label=PROXY_LABEL, incumbents=Incumbents()):
@@ -222,9 +223,10 @@ def test_ip_address_is_written_the_way_haproxy_reads_it(ip, address):
 
 def test_ipv6_server_renders_in_brackets():
     routing = routing_of([container("app1", "web", "fd00::1", 8080, labels={PROXY_LABEL: "send-proxy-v2"})])
-    text = environment().get_template("backends.cfg.j2").render(routing=routing)
+    settings = load_settings(None, {"STACK_DOMAIN": DOMAIN}, {})
+    text = environment().get_template("backends.cfg.j2").render(routing=routing, settings=settings)
     [line] = [line.strip() for line in text.splitlines() if line.strip().startswith("server ")]
-    assert line.endswith(" [fd00::1]:8080 send-proxy-v2")
+    assert line.endswith(" [fd00::1]:8080 check inter 1000 fall 2 rise 2 send-proxy-v2")
 
 
 def test_address_from_ips_when_primary_ip_is_missing():

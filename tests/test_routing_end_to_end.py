@@ -117,7 +117,8 @@ def test_unhealthy_container_gets_no_traffic(proxy, backends):
 
 def test_proxy_protocol_label_ends_the_server_line(proxy, backends):
     lines = [line.split() for line in proxy.target.backends.read_text().splitlines() if line.strip().startswith("server ")]
-    by_address = {line[2]: line[3:] for line in lines}
+    by_address = {line[2]: line[10:] for line in lines}  # after the health check's "check inter 1000 fall 2 rise 2"
+    assert all(line[3:10] == ["check", "inter", "1000", "fall", "2", "rise", "2"] for line in lines)
     assert by_address[f"127.0.0.21:{backends['127.0.0.21'].port}"] == ["send-proxy"]
     assert by_address[f"127.0.0.11:{backends['127.0.0.11'].port}"] == []
     assert len(by_address) == 4

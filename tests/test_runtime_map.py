@@ -103,18 +103,6 @@ def test_a_new_backend_still_reloads(setup):
     assert haproxy.processes()[1] != workers
 
 
-def test_a_server_change_inside_a_backend_reloads(setup):
-    reloads = setup.haproxy.reloads
-    second = App("app1-second", "127.0.0.14")
-    setup.extra = [rancher_container("app1-web-2", "app1", second.ip, second.port)]
-    try:
-        assert "; reloaded" in setup.change()
-        setup.haproxy.wait_routes("app1.dev.tld", "app1-second")  # round robin reaches the new server
-        assert setup.haproxy.reloads == reloads + 1
-    finally:
-        second.close()
-
-
 def test_a_failing_runtime_api_falls_back_to_a_reload(setup, tmp_path):
     reloads = setup.haproxy.reloads
     setup.aliases = {"app1": ["www"], "app2": ["api"]}

@@ -1,0 +1,199 @@
+"""HAPROXY_STATS_SOCKET: servers added to or removed from an existing backend go through HAProxy's
+runtime API (add server / drain, maint, del server), no reload; a new backend still reloads once.
+
+Real haproxy in master-worker mode (its reload counter proves whether a reload happened), the
+Rancher metadata look-alike, real HTTP apps on 127.0.0.x, rhgen generate as a subprocess."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from servers import App, Haproxy, RancherMetadata, free_port, rancher_container, rhgen_env, unix_command
+
+
+class Stack:
+    """Stack app1 with apps on 127.0.0.11.., rhgen with the stats socket, haproxy serving it."""
+
+    def __init__(self, folder: Path, sockets: Path, servers: int = 1, **env: str):
+        self.folder = folder
+        self.metadata = RancherMetadata()
+        self.apps: list[App] = []
+        self.stats = str(sockets / "stats.sock")
+        port = free_port()
+        self.env = rhgen_env(folder, port, RANCHER_API_HOST=self.metadata.host, HAPROXY_STATS_SOCKET=self.stats,
+                             RHGEN_CHECK_INTERVAL="200", **env)
+        for _ in range(servers):
+            self.start_app()
+        self.publish()
+        first = self.generate()
+        assert first.returncode == 0, first.stderr
+        self.haproxy = Haproxy(folder, port)
+        self.env["RELOAD_COMMAND"] = self.haproxy.reload_command
+
+    def start_app(self, stack: str = "app1") -> App:
+        index = len(self.apps) + 1
+        app = App(f"{stack}-{index}", f"127.0.0.{10 + index}")
+        app.stack = stack
+        self.apps.append(app)
+        return app
+
+    def publish(self) -> None:
+        self.metadata.set([rancher_container(app.name, app.stack, app.ip, app.port) for app in self.apps])
+
+    def generate(self) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "rhgen", "generate", "-v"], env=self.env,
+                              capture_output=True, text=True, timeout=60)
+
+    def change(self) -> str:
+        self.publish()
+        result = self.generate()
+        assert result.returncode == 0, result.stderr
+        return result.stdout + result.stderr
+
+    def live_servers(self, backend: str = "app1") -> list[tuple[str, str, int]]:
+        """(server, address, admin state) of `backend` from `show servers state`."""
+        found = []
+        for line in unix_command(self.stats, f"show servers state {backend}").splitlines():
+            fields = line.split()
+            if len(fields) > 6 and fields[0].isdigit():
+                found.append((fields[3], fields[4], int(fields[6])))
+        return sorted(found)
+
+    def close(self) -> None:
+        self.haproxy.close()
+        self.metadata.close()
+        for app in self.apps:
+            app.close()
+
+
+@pytest.fixture
+def stack_factory(tmp_path):
+    sockets = Path(tempfile.mkdtemp(prefix="rh-", dir="/tmp"))
+    made: list[Stack] = []
+
+    def make(servers: int = 1, **env: str) -> Stack:
+        made.append(Stack(tmp_path, sockets, servers, **env))
+        return made[-1]
+
+    yield make
+    for stack in made:
+        stack.close()
+    shutil.rmtree(sockets, ignore_errors=True)
+
+
+def test_a_server_added_to_an_existing_backend_serves_without_a_reload(stack_factory):
+    stack = stack_factory(servers=1)
+    before = stack.haproxy.processes()
+    new = stack.start_app()
+    out = stack.change()
+    assert "1 server(s) added, 0 removed through the runtime API, no reload" in out, out
+    stack.haproxy.wait_routes("app1.dev.tld", new.name, timeout=5)
+    assert stack.haproxy.processes() == before  # same reload counter, same worker
+    assert [ip for _, ip, admin in stack.live_servers() if admin == 0] == ["127.0.0.11", "127.0.0.12"]
+    # backends.cfg says the same, so a reload keeps the server.
+    assert f"{new.ip}:{new.port} check" in (stack.folder / "backends.cfg").read_text()
+    stack.haproxy.master("reload")
+    stack.haproxy.wait_routes("app1.dev.tld", new.name, timeout=5)
+
+
+def test_a_removed_server_drains_its_requests_then_goes_without_a_reload(stack_factory, reliability):
+    stack = stack_factory(servers=2)
+    reloads = stack.haproxy.reloads
+    leaving = stack.apps[1]
+    # Two slow (1.5 s) requests in flight: round robin puts one on each server.
+    slow: list[tuple[int, str]] = []
+    threads = [threading.Thread(target=lambda: slow.append(stack.haproxy.get("app1.dev.tld", "/slow"))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    stack.apps.remove(leaving)
+    stack.metadata.set([rancher_container(app.name, app.stack, app.ip, app.port) for app in stack.apps])
+    during: list[tuple[int, str]] = []
+    done = threading.Event()
+
+    def keep_asking() -> None:  # new requests from the moment the server drains
+        while not done.is_set() and not any(ip == leaving.ip and admin & 0x08 for _, ip, admin in stack.live_servers()):
+            time.sleep(0.01)
+        while not done.is_set():
+            during.append(stack.haproxy.get("app1.dev.tld"))
+
+    asker = threading.Thread(target=keep_asking)
+    asker.start()
+    started = time.monotonic()
+    result = stack.generate()
+    took = time.monotonic() - started
+    done.set()
+    asker.join(5)
+    for thread in threads:
+        thread.join(5)
+    assert result.returncode == 0, result.stderr
+    assert "0 server(s) added, 1 removed through the runtime API, no reload" in result.stderr, result.stderr
+    assert sorted(slow) == [(200, "app1-1"), (200, "app1-2")]  # the drained server finished its request
+    assert 0.8 < took < 5  # it waited for that request, not for the drain timeout
+    assert during and set(during) == {(200, "app1-1")}  # no new request reached the drained server
+    assert stack.haproxy.reloads == reloads
+    assert [ip for _, ip, _ in stack.live_servers()] == ["127.0.0.11"]
+    leaving.close()
+    reliability("Faults of the backends", "a server leaves with a request in flight",
+                held="its request finished, no new request reached it, deleted without a reload")
+
+
+def test_the_drain_wait_is_bounded_by_the_drain_timeout(stack_factory):
+    stack = stack_factory(servers=2, RHGEN_DRAIN_TIMEOUT="0.3")
+    slow: list[object] = []
+
+    def ask() -> None:
+        try:
+            slow.append(stack.haproxy.get("app1.dev.tld", "/slow/4"))
+        except Exception as exc:  # noqa: BLE001 - the shut session is the expected outcome
+            slow.append(type(exc).__name__)
+
+    requests = [threading.Thread(target=ask) for _ in range(2)]  # one on each server
+    for thread in requests:
+        thread.start()
+    time.sleep(0.3)
+    stack.apps.pop(0).close()  # app1-1 leaves with its 4 s request in flight (the client waits 5 s)
+    started = time.monotonic()
+    out = stack.change()
+    took = time.monotonic() - started
+    for thread in requests:
+        thread.join(10)
+    assert "1 removed through the runtime API" in out
+    assert took < 3  # did not wait out the 4 s request
+    # Its session was shut after the drain timeout; the other server's request finished.
+    assert (200, "app1-2") in slow and len(slow) == 2 and slow.count((200, "app1-2")) == 1, slow
+
+
+def test_a_new_backend_with_server_changes_reloads_once(stack_factory):
+    stack = stack_factory(servers=1)
+    reloads = stack.haproxy.reloads
+    stack.start_app()
+    other = stack.start_app("app2")
+    out = stack.change()
+    assert "; reloaded" in out and "runtime API" not in out, out
+    stack.haproxy.wait_routes("app2.dev.tld", other.name, timeout=5)
+    assert stack.haproxy.reloads == reloads + 1
+
+
+def test_a_runtime_command_haproxy_refuses_falls_back_to_one_reload(stack_factory, tmp_path, reliability):
+    # static-rr cannot take dynamic servers: `add server` fails, the reload brings the server in.
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    bundled = Path(__file__).resolve().parent.parent / "templates" / "backends.cfg.j2"
+    (templates / "backends.cfg.j2").write_text(bundled.read_text().replace("balance roundrobin", "balance static-rr"))
+    stack = stack_factory(servers=1, RHGEN_TEMPLATE_DIR=str(templates))
+    reloads = stack.haproxy.reloads
+    new = stack.start_app()
+    out = stack.change()
+    assert "add server app1/" in out and "; reloading instead" in out and "; reloaded" in out, out
+    stack.haproxy.wait_routes("app1.dev.tld", new.name, timeout=5)
+    assert stack.haproxy.reloads == reloads + 1
+    reliability("Faults of the backends", "haproxy refuses a runtime command (add server)",
+                held="one warning line, one checked reload, the server serves")
