@@ -305,6 +305,23 @@ def parse_host_patterns(raw: Any) -> tuple[str, ...]:
 parse_syslog_host = _optional_matching(r"[A-Za-z0-9_.:\[\]-]+", "is not a host or host:port")
 
 
+def parse_interval(raw: Any) -> int:
+    try:
+        value = _parse_int(raw)
+    except ValueError:
+        raise ValueError("is not a whole number of seconds above 0") from None
+    if not 1 <= value <= 86400:
+        raise ValueError("must be between 1 and 86400 seconds")
+    return value
+
+
+def parse_file_watch(raw: Any) -> str:
+    text = parse_text(raw).lower()
+    if text not in ("auto", "inotify", "poll"):
+        raise ValueError("is not auto, inotify or poll")
+    return text
+
+
 SOURCES = ("rancher", "docker", "file")
 
 _FACILITIES = {
@@ -382,13 +399,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("acme_hosts", "ACME_HOSTS", parse_host_patterns, "Routed hosts that get ACME certificates: names or *.suffix; empty is every host no certificate of yours covers."),
     Setting("acme_max_orders", "ACME_MAX_ORDERS", parse_count, "ACME orders one run places at most (the rest wait for the next run)."),
     Setting("acme_timeout", "ACME_TIMEOUT", parse_seconds, "Seconds one run spends on ACME orders at most; routing never waits for them."),
+    Setting("haproxy_master_socket", "HAPROXY_MASTER_SOCKET", parse_required_file_path, "haproxy's master CLI socket: the entrypoint starts haproxy with it, `rhgen reload` talks to it.", security=True),
+    Setting("reload_timeout", "RHGEN_RELOAD_TIMEOUT", parse_seconds, "Seconds `rhgen reload` waits for the haproxy master to report the reload."),
+    Setting("schedule_interval", "RHGEN_INTERVAL", parse_interval, "Seconds between runs of `rhgen schedule`, the entrypoint's plain loop where supercronic is missing."),
+    Setting("retry_max", "RHGEN_RETRY_MAX", parse_seconds, "Longest wait between tries of the first configuration (`rhgen prepare`, `rhgen check --wait`)."),
+    Setting("file_watch", "RHGEN_WATCH", parse_file_watch, "`rhgen watch-files` (haproxy-only mode): auto, inotify or poll."),
+    Setting("poll_interval", "RHGEN_POLL_INTERVAL", parse_seconds, "`rhgen watch-files`: seconds between polls of the generated files."),
     Setting("syslog_host", "SYSLOG_HOST", parse_syslog_host, "Send haproxy logs to this syslog host[:port]."),
     Setting("syslog_facility", "SYSLOG_FACILITY", parse_facility, "Syslog facility of haproxy logs."),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 PATH_SETTINGS = {
-    "haproxy_config", "haproxy_backend_config", "haproxy_domain_map", "haproxy_ssl_cert",
+    "haproxy_master_socket", "haproxy_config", "haproxy_backend_config", "haproxy_domain_map", "haproxy_ssl_cert",
     "haproxy_ssl_cert_dir", "haproxy_ssl_crt_list",
     "template_dir", "metadata_file", "haproxy_stats_socket", "acme_ca_bundle", "acme_dir",
 }
