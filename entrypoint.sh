@@ -1,20 +1,16 @@
 #!/bin/bash
-# Container entrypoint of rhgen: starts processes, forwards signals, reaps. Every decision with
-# logic in it (checks, reloads, backoff, the file watch, the paths) is an rhgen command.
+# Container entrypoint of rhgen: starts processes, forwards signals, reaps. Whatever holds logic
+# (checks, reloads, backoff, the file watch, the paths) is an rhgen command with tests.
 #
 #   (no arguments)  `rhgen prepare` (the first configuration, retried until haproxy accepts it),
-#                   then haproxy in master-worker mode in the foreground (`rhgen run-haproxy`) and
-#                   the schedule beside it; a run that changes a file reloads haproxy through
-#                   RELOAD_COMMAND (default `rhgen reload`).
+#                   then haproxy (`rhgen run-haproxy`, master-worker, foreground) and the schedule
+#                   beside it: supercronic with the crontab beside this script (RHGEN_CRONTAB;
+#                   RHGEN_SCHEDULE replaces its expression), else `rhgen schedule`, a plain loop.
 #                   RHGEN_MODE=watch: `rhgen watch` (on every change of the source) for the schedule.
-#                   RHGEN_MODE=haproxy-only: the haproxy container of the sidekick layout:
-#                   `rhgen check --wait`, haproxy, and `rhgen watch-files`, which reloads it.
+#                   RHGEN_MODE=haproxy-only (the sidekick layout's haproxy): `rhgen check --wait`,
+#                   haproxy, and `rhgen watch-files`, which reloads it when the files change.
 #   generate-maps   the sidekick: `rhgen generate`, then only the schedule.
 #   anything else   run as a command: `rhgen routes`, `bash`.
-#
-# The schedule: supercronic with the crontab beside this script (RHGEN_CRONTAB; RHGEN_SCHEDULE
-# replaces its expression), or, where supercronic is missing, `rhgen schedule`, a plain loop
-# every RHGEN_INTERVAL seconds.
 #
 # On SIGTERM or SIGINT: the schedule (or watcher) finishes its current run, haproxy soft-stops
 # (open connections finish, bounded by hard-stop-after), and the exit status is haproxy's.
@@ -132,9 +128,7 @@ serve() {
     exit "$rc"
 }
 
-if [ "$#" -gt 0 ] && [ "$1" != generate-maps ]; then
-    exec "$@"
-fi
+if [ "$#" -gt 0 ] && [ "$1" != generate-maps ]; then exec "$@"; fi
 if [ "$#" -gt 0 ]; then  # generate-maps: the sidekick
     plan_schedule
     log "generate-maps: writing the configuration for the haproxy container"
@@ -147,11 +141,10 @@ if [ "$#" -gt 0 ]; then  # generate-maps: the sidekick
     stop_helper
     exit 0
 fi
+export RELOAD_COMMAND=${RELOAD_COMMAND:-rhgen reload}  # a run that changes a file reloads haproxy
 case "${RHGEN_MODE:-all}" in
-    all) export RELOAD_COMMAND=${RELOAD_COMMAND:-rhgen reload}
-        plan_schedule && run rhgen prepare && serve "${schedule[@]}" ;;
-    watch) export RELOAD_COMMAND=${RELOAD_COMMAND:-rhgen reload}
-        run rhgen prepare && serve rhgen watch ;;
+    all) plan_schedule && run rhgen prepare && serve "${schedule[@]}" ;;
+    watch) run rhgen prepare && serve rhgen watch ;;
     haproxy-only) run rhgen check --wait && serve rhgen watch-files ;;
     *) die "RHGEN_MODE '${RHGEN_MODE:-}' is not all, watch or haproxy-only" ;;
 esac
