@@ -109,3 +109,19 @@ def test_paths_set_in_an_rhgen_config_file_reach_haproxy_and_the_reload(procs, e
     assert rhgen(["reload"], file_env).returncode == 0
     assert master_reloads(env["HAPROXY_MASTER_SOCKET"] + ".cfg")[0] >= 1
     assert proc.terminate_and_wait() == 0
+
+
+@pytest.mark.parametrize("watch", ["inotify", "poll"])
+def test_watch_files_reloads_for_a_change_made_before_it_started(procs, env, watch):
+    # haproxy starts first, the watcher beside it; a file that changed in between must not be missed.
+    start_haproxy(procs, env)
+    socket = env["HAPROXY_MASTER_SOCKET"]
+    domain_map = Path(env["HAPROXY_DOMAIN_MAP"])
+    domain_map.write_bytes(domain_map.read_bytes() + b"late.dev.tld app1\n")
+    watcher = procs.spawn(["rhgen", "watch-files"], {**env, "RHGEN_WATCH": watch, "RHGEN_POLL_INTERVAL": "0.5"}, "watcher")
+    wait_until(lambda: master_reloads(socket)[0] == 1, 10, what="the reload for the earlier change")
+    assert routes_to(int(env["HTTP_PORT"]), "late.dev.tld", "app1\n")()
+    # the master counts the reload a moment before it reports the outcome the watcher waits for
+    wait_until(lambda: "files changed: haproxy reloaded" in watcher.log(), 10, what="the reload logged")
+    assert watcher.terminate_and_wait() == 0
+    assert master_reloads(socket)[0] == 1
