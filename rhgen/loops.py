@@ -76,7 +76,7 @@ def until_ready(step: Callable[[], None], settings: Any, say: Callable[[str], No
             except SettingsError:
                 raise
             except RhgenError as exc:
-                say(f"{exc}")
+                say(f"error: {exc}")
             say(f"no valid configuration yet; retrying in {delay:g} s")
             if stop.wait(delay):
                 break
@@ -102,12 +102,7 @@ def watch_files(settings: Any, say: Callable[[str], None]) -> None:
     """Reload haproxy when the generated files differ from those last tried: by inotify on their
     folders (rhgen renames new files over them) or by polling. A set haproxy -c rejects is not
     tried again until it changes again; the running worker keeps serving meanwhile."""
-    with stop_on_signal() as stop:
-        # haproxy starts beside this watcher: once its master answers, the marker says what it loaded.
-        while haproxy_control.master_state(settings.haproxy_master_socket) is None:
-            if stop.wait(0.1):
-                return
-    last = haproxy_control.read_loaded(settings)
+    last: str | None = None
 
     def maybe_reload() -> None:
         nonlocal last
@@ -119,18 +114,21 @@ def watch_files(settings: Any, say: Callable[[str], None]) -> None:
             haproxy_control.reload_locked(settings)
             say("files changed: haproxy reloaded")
         except RhgenError as exc:
-            say(f"{exc}")
+            say(f"error: {exc}")
             say("files changed, but the reload failed: haproxy keeps serving the previous configuration")
 
-    files = haproxy_control.watched_files(settings)
     with stop_on_signal() as stop:
+        # haproxy starts beside this watcher: once its master answers, the marker says what it loaded.
+        while haproxy_control.master_state(settings.haproxy_master_socket) is None:
+            if stop.wait(0.1):
+                return
+        last = haproxy_control.read_loaded(settings)
         watcher = None
         if settings.file_watch != "poll":
             try:
-                watcher = Inotify(files)
+                watcher = Inotify(haproxy_control.watched_files(settings))
             except OSError as exc:
-                if settings.file_watch == "inotify":
-                    say(f"inotify is not available ({exc.strerror}); polling instead")
+                say(f"inotify is not available ({exc.strerror}); polling instead")
         if watcher:
             say(f"watching {' '.join(watcher.folders)} with inotify")
             with watcher:
