@@ -36,8 +36,11 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root.propagate = False
 
 
-def setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add --config, -v/-q and one option per setting; hand the command a merged Settings."""
+def setting_options(command: Callable[..., Any] | None = None, *, renders: bool = True) -> Any:
+    """Add --config, -v/-q and one option per setting; hand the command a merged Settings.
+    renders=False: a command that renders nothing runs without STACK_DOMAIN."""
+    if command is None:
+        return functools.partial(setting_options, renders=renders)
 
     @click.option("--config", "config_file", metavar="FILE", help="Override YAML file of settings. [env RHGEN_CONFIG]")
     @click.option("-v", "--verbose", count=True, help="Also log what changed and what was skipped.")
@@ -47,7 +50,7 @@ def setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
         _setup_logging(verbose, quiet)
         flags = {s.name: kwargs.pop(s.name) for s in SETTINGS}
         try:
-            settings = load_settings(config_file, os.environ, flags)
+            settings = load_settings(config_file, os.environ, flags, renders=renders)
             command(settings, **kwargs)
         except RhgenError as exc:
             click.echo(printable(f"rhgen: error: {exc}", lines=True), err=True)
@@ -245,7 +248,7 @@ def _say(message: str) -> None:
 
 
 @main.command()
-@setting_options
+@setting_options(renders=False)
 @click.option("--wait", is_flag=True, help="Retry (1, 2, 4 … RHGEN_RETRY_MAX s) until the files exist and pass.")
 def check(settings: Any, wait: bool) -> None:
     """Check the files in service with haproxy -c (exit 0 when haproxy accepts them, 1 when not).
@@ -293,7 +296,7 @@ def prepare(settings: Any) -> None:
 
 
 @main.command()
-@setting_options
+@setting_options(renders=False)
 def reload(settings: Any) -> None:
     """Hitless reload of the haproxy the entrypoint runs (its default RELOAD_COMMAND).
 
@@ -307,7 +310,7 @@ def reload(settings: Any) -> None:
 
 
 @main.command("run-haproxy")
-@setting_options
+@setting_options(renders=False)
 def run_haproxy(settings: Any) -> None:
     """Become haproxy (exec) in master-worker mode with the files and master socket of the settings."""
     from . import haproxy_control
@@ -333,7 +336,7 @@ def schedule(settings: Any) -> None:
 
 
 @main.command("watch-files")
-@setting_options
+@setting_options(renders=False)
 def watch_files(settings: Any) -> None:
     """Reload haproxy whenever a generated file changes (the haproxy-only mode), until SIGTERM or SIGINT.
 

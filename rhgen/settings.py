@@ -471,8 +471,11 @@ def load_settings(
     override_file: str | None = None,
     environ: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
+    renders: bool = True,
 ) -> Any:
-    """Merge the four layers and validate every value; raise SettingsError naming the first bad one."""
+    """Merge the four layers and validate every value; raise SettingsError naming the first bad one.
+    renders=False: for commands that only check and reload the files in service (the haproxy
+    container of the sidekick layout), where STACK_DOMAIN, needed only to render, may be unset."""
     environ = os.environ if environ is None else environ
     flags = flags or {}
     layers: list[tuple[str, Mapping[str, Any]]] = [("defaults.yml", bundled_defaults())]
@@ -491,6 +494,9 @@ def load_settings(
     parsed = {}
     for setting in SETTINGS:
         raw = values.get(setting.name)
+        if not renders and setting.name == "stack_domain" and not raw:
+            parsed[setting.name] = ""
+            continue
         try:
             parsed[setting.name] = setting.parse(raw)
         except ValueError as exc:

@@ -52,6 +52,8 @@ def start_haproxy(procs, env):
 
 def test_check_accepts_the_live_files_and_names_haproxys_complaint_about_broken_ones(env):
     assert rhgen(["check"], env).returncode == 0
+    # the haproxy container of the sidekick layout renders nothing: it needs no STACK_DOMAIN
+    assert rhgen(["check"], {k: v for k, v in env.items() if k != "STACK_DOMAIN"}).returncode == 0
     backends = Path(env["HAPROXY_BACKEND_CONFIG"])
     backends.write_bytes(backends.read_bytes() + BROKEN)
     result = rhgen(["check"], env)
