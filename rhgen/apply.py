@@ -405,15 +405,7 @@ def exclusive_lock(path: str, timeout: float = 120.0) -> Iterator[None]:
     lock_path = _marker(path, LOCK_NAME)
     fd = open_own(lock_path, os.O_RDWR | os.O_CREAT)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise ApplyError(f"lock file {lock_path}: another rhgen run held it for {timeout:.0f} s") from None
-                time.sleep(0.02)
+        _flock(fd, fcntl.LOCK_EX, lock_path, timeout)
         yield
     finally:
         os.close(fd)  # closing releases the lock
@@ -430,18 +422,22 @@ def shared_lock(anchor: str, timeout: float = 120.0) -> Iterator[None]:
         yield
         return
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise ApplyError(f"lock file {lock_path}: a rhgen run held it for {timeout:.0f} s") from None
-                time.sleep(0.02)
+        _flock(fd, fcntl.LOCK_SH, lock_path, timeout)
         yield
     finally:
         os.close(fd)
+
+
+def _flock(fd: int, operation: int, lock_path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise ApplyError(f"lock file {lock_path}: another rhgen run held it for {timeout:.0f} s") from None
+            time.sleep(0.02)
 
 
 # --- reloading -------------------------------------------------------------------------------
