@@ -114,20 +114,26 @@ def check_config(
                     handle.write(output.content)
         except OSError as exc:
             raise ApplyError(f"{staging}: cannot stage the new configuration for haproxy -c ({_reason(exc)})") from None
-        command = [haproxy_bin, "-c", "-f", staged["config"], "-f", staged["backends"]]
-        try:
-            result = subprocess.run(  # noqa: S603 - an argument list, no shell; HAPROXY_BIN is the operator's own  # nosec B603
-                command, capture_output=True, text=True, timeout=CHECK_TIMEOUT, check=False
-            )
-        except FileNotFoundError:
-            raise CheckError(f"haproxy binary {haproxy_bin!r} not found (install haproxy or set HAPROXY_BIN)") from None
-        except PermissionError:
-            raise CheckError(f"haproxy binary {haproxy_bin!r} is not executable (HAPROXY_BIN)") from None
-        except subprocess.TimeoutExpired:
-            raise CheckError(f"haproxy -c did not finish within {CHECK_TIMEOUT} s") from None
-        if result.returncode != 0:
-            lines = _haproxy_errors(result.stdout + result.stderr, staged)
-            raise CheckError("haproxy -c rejected the new configuration:\n" + "\n".join(lines))
+        haproxy_check(haproxy_bin, staged["config"], staged["backends"], "the new configuration", staged)
+
+
+def haproxy_check(haproxy_bin: str, config: str, backends: str, what: str, names: dict[str, str] | None = None) -> None:
+    """`haproxy -c` on config + backends; raise CheckError with haproxy's own lines, the paths of
+    `names` (role -> path) shown as <new role>. The one place rhgen runs haproxy -c."""
+    command = [haproxy_bin, "-c", "-f", config, "-f", backends]
+    try:
+        result = subprocess.run(  # noqa: S603 - an argument list, no shell; HAPROXY_BIN is the operator's own  # nosec B603
+            command, capture_output=True, text=True, timeout=CHECK_TIMEOUT, check=False
+        )
+    except FileNotFoundError:
+        raise CheckError(f"haproxy binary {haproxy_bin!r} not found (install haproxy or set HAPROXY_BIN)") from None
+    except PermissionError:
+        raise CheckError(f"haproxy binary {haproxy_bin!r} is not executable (HAPROXY_BIN)") from None
+    except subprocess.TimeoutExpired:
+        raise CheckError(f"haproxy -c did not finish within {CHECK_TIMEOUT} s") from None
+    if result.returncode != 0:
+        lines = _haproxy_errors(result.stdout + result.stderr, names or {})
+        raise CheckError(f"haproxy -c rejected {what}:\n" + "\n".join(lines))
 
 
 def _haproxy_errors(output: str, staged: dict[str, str]) -> list[str]:
@@ -399,18 +405,39 @@ def exclusive_lock(path: str, timeout: float = 120.0) -> Iterator[None]:
     lock_path = _marker(path, LOCK_NAME)
     fd = open_own(lock_path, os.O_RDWR | os.O_CREAT)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise ApplyError(f"lock file {lock_path}: another rhgen run held it for {timeout:.0f} s") from None
-                time.sleep(0.02)
+        _flock(fd, fcntl.LOCK_EX, lock_path, timeout)
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+@contextlib.contextmanager
+def shared_lock(anchor: str, timeout: float = 120.0) -> Iterator[None]:
+    """A shared hold on the lock a run takes while it swaps: files read under it are a complete
+    set, never half of a swap. Without a lock file (no run ever happened here) there is nothing to wait for."""
+    lock_path = _marker(anchor, LOCK_NAME)
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        yield
+        return
+    try:
+        _flock(fd, fcntl.LOCK_SH, lock_path, timeout)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _flock(fd: int, operation: int, lock_path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise ApplyError(f"lock file {lock_path}: another rhgen run held it for {timeout:.0f} s") from None
+            time.sleep(0.02)
 
 
 # --- reloading -------------------------------------------------------------------------------

@@ -29,6 +29,10 @@ class ApplyError(RhgenError):
     """Staging, swapping or reloading failed."""
 
 
+class ReloadError(RhgenError):
+    """haproxy's master did not take a new configuration; the previous worker keeps serving."""
+
+
 class RuntimeApiError(RhgenError):
     """HAProxy's runtime API (stats socket) refused or failed a change; the caller reloads instead."""
 

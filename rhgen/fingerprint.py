@@ -47,7 +47,8 @@ def _update_with_file(digest: Any, path: Path) -> None:
 # How rhgen runs, not what it renders: changing these must not force a full run.
 OPERATIONAL = {
     "haproxy_bin", "reload_command", "metadata_connect_timeout", "metadata_read_timeout", "metadata_retries",
-    "metadata_max_bytes", "drop_warning",
+    "metadata_max_bytes", "drop_warning", "haproxy_master_socket", "reload_timeout", "schedule_interval", "retry_max",
+    "file_watch", "poll_interval",
 }
 
 

@@ -336,6 +336,23 @@ def parse_drain_timeout(raw: Any) -> float:
 parse_syslog_host = _optional_matching(r"[A-Za-z0-9_.:\[\]-]+", "is not a host or host:port")
 
 
+def parse_interval(raw: Any) -> int:
+    try:
+        value = _parse_int(raw)
+    except ValueError:
+        raise ValueError("is not a whole number of seconds above 0") from None
+    if not 1 <= value <= 86400:
+        raise ValueError("must be between 1 and 86400 seconds")
+    return value
+
+
+def parse_file_watch(raw: Any) -> str:
+    text = parse_text(raw).lower()
+    if text not in ("auto", "inotify", "poll"):
+        raise ValueError("is not auto, inotify or poll")
+    return text
+
+
 SOURCES = ("rancher", "docker", "swarm", "file")
 SWARM_ENDPOINTS = ("tasks", "vip")
 
@@ -422,13 +439,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("check_rise", "RHGEN_CHECK_RISE", parse_check_count, "Passed checks in a row that bring a server back (haproxy `rise`)."),
     Setting("server_retries", "RHGEN_SERVER_RETRIES", parse_count, "Tries on another server when a connection to one fails (haproxy `retries`; 0 is off)."),
     Setting("drain_timeout", "RHGEN_DRAIN_TIMEOUT", parse_drain_timeout, "Seconds a removed server drains its requests before its sessions are shut (0-300)."),
+    Setting("haproxy_master_socket", "HAPROXY_MASTER_SOCKET", parse_required_file_path, "haproxy's master CLI socket: the entrypoint starts haproxy with it, `rhgen reload` talks to it.", security=True),
+    Setting("reload_timeout", "RHGEN_RELOAD_TIMEOUT", parse_seconds, "Seconds `rhgen reload` waits for the haproxy master to report the reload."),
+    Setting("schedule_interval", "RHGEN_INTERVAL", parse_interval, "Seconds between runs of `rhgen schedule`, the entrypoint's plain loop where supercronic is missing."),
+    Setting("retry_max", "RHGEN_RETRY_MAX", parse_seconds, "Longest wait between tries of the first configuration (`rhgen prepare`, `rhgen check --wait`)."),
+    Setting("file_watch", "RHGEN_WATCH", parse_file_watch, "`rhgen watch-files` (haproxy-only mode): auto, inotify or poll."),
+    Setting("poll_interval", "RHGEN_POLL_INTERVAL", parse_seconds, "`rhgen watch-files`: seconds between polls of the generated files."),
     Setting("syslog_host", "SYSLOG_HOST", parse_syslog_host, "Send haproxy logs to this syslog host[:port]."),
     Setting("syslog_facility", "SYSLOG_FACILITY", parse_facility, "Syslog facility of haproxy logs."),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 PATH_SETTINGS = {
-    "haproxy_config", "haproxy_backend_config", "haproxy_domain_map", "haproxy_ssl_cert",
+    "haproxy_master_socket", "haproxy_config", "haproxy_backend_config", "haproxy_domain_map", "haproxy_ssl_cert",
     "haproxy_ssl_cert_dir", "haproxy_ssl_crt_list",
     "template_dir", "metadata_file", "haproxy_stats_socket", "acme_ca_bundle", "acme_dir",
 }
@@ -488,8 +511,11 @@ def load_settings(
     override_file: str | None = None,
     environ: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
+    renders: bool = True,
 ) -> Any:
-    """Merge the four layers and validate every value; raise SettingsError naming the first bad one."""
+    """Merge the four layers and validate every value; raise SettingsError naming the first bad one.
+    renders=False: for commands that only check and reload the files in service (the haproxy
+    container of the sidekick layout), where STACK_DOMAIN, needed only to render, may be unset."""
     environ = os.environ if environ is None else environ
     flags = flags or {}
     layers: list[tuple[str, Mapping[str, Any]]] = [("defaults.yml", bundled_defaults())]
@@ -508,6 +534,9 @@ def load_settings(
     parsed = {}
     for setting in SETTINGS:
         raw = values.get(setting.name)
+        if not renders and setting.name == "stack_domain" and not raw:
+            parsed[setting.name] = ""
+            continue
         try:
             parsed[setting.name] = setting.parse(raw)
         except ValueError as exc:

@@ -342,7 +342,7 @@ def base_env(folder: Path, socket_dir: str, http_port: int, **settings: str) -> 
         "HAPROXY_SSL_CERT": str(folder / "haproxy.pem"),
         "HAPROXY_MASTER_SOCKET": f"{socket_dir}/master.sock",
         "RHGEN_SUPERCRONIC": "supercronic-absent-in-tests",  # the plain loop, wherever supercronic exists
-        "RHGEN_SCHEDULE": "*/1 * * * * * *",
+        "RHGEN_INTERVAL": "1",
         "RHGEN_RETRY_MAX": "1",
         "RHGEN_CONNECT_TIMEOUT": "1",
         "RHGEN_READ_TIMEOUT": "2",

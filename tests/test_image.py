@@ -140,7 +140,7 @@ def test_sidekick_layout_reloads_the_http_container_when_the_maps_change(rhgen_i
     # HTTP-generate-maps writes into its volume; HTTP runs haproxy on it (volumes_from), as in examples/sidekick.
     maps = docker_lab.run(rhgen_image, "generate-maps", name=docker_lab.name("maps"), network=network,
                           options=["--env", f"STACK_DOMAIN={DOMAIN}", "--volume", "/usr/local/etc/haproxy",
-                                   "--env", "RHGEN_SCHEDULE=*/1 * * * * * *"])
+                                   "--env", "RHGEN_INTERVAL=1"])
     http, port = run_proxy(docker_lab, rhgen_image, network, {"RHGEN_MODE": "haproxy-only"},
                            options=["--volumes-from", maps])
     wait_for(answers(port, f"app1.{DOMAIN}", app1["name"]), 60,

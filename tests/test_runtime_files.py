@@ -1,11 +1,9 @@
-"""The files around the runtime, read the way their tools read them: crontab (supercronic's
-rules), the schedule the entrypoint derives from it, the shell scripts (shellcheck), the
-Dockerfile (hadolint, and the pieces it must hold) and the compose examples."""
+"""The files around the runtime: the schedule of the entrypoint without supercronic, the shell
+scripts (shellcheck), the Dockerfile (hadolint, and the pieces it must hold) and the compose examples."""
 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,93 +13,7 @@ from runtime_support import ENTRYPOINT, REPO, VENV_BIN, Metadata, base_env, cont
 
 from rhgen.settings import SETTINGS, load_settings
 
-# --- crontab, as supercronic parses it -----------------------------------------------------------
-
-_MONTHS = "JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split()
-_DAYS = "SUN MON TUE WED THU FRI SAT".split()
-# (name, lowest, highest, names, extra characters) in cronexpr's order with seconds and years
-_FIELDS = {
-    "seconds": (0, 59, [], ""),
-    "minutes": (0, 59, [], ""),
-    "hours": (0, 23, [], ""),
-    "day-of-month": (1, 31, [], "?LW"),
-    "month": (1, 12, _MONTHS, ""),
-    "day-of-week": (0, 7, _DAYS, "?L#"),
-    "years": (1970, 2099, [], ""),
-}
-_LAYOUTS = {  # supercronic tries 7, then 6, then 5 fields: the first that parses wins
-    7: ["seconds", "minutes", "hours", "day-of-month", "month", "day-of-week", "years"],
-    6: ["minutes", "hours", "day-of-month", "month", "day-of-week", "years"],
-    5: ["minutes", "hours", "day-of-month", "month", "day-of-week"],
-}
-
-
-def _value(text: str, field: str) -> bool:
-    low, high, names, _ = _FIELDS[field]
-    if text.upper() in names:
-        return True
-    return text.isdigit() and low <= int(text) <= high
-
-
-def valid_field(text: str, field: str) -> bool:
-    """One cron field: a list of `*`, values, ranges, each with an optional /step (and L W ? #)."""
-    extra = _FIELDS[field][3]
-    for item in text.split(","):
-        base, _, step = item.partition("/")
-        if step and not (step.isdigit() and int(step) > 0):
-            return False
-        if base in ("*",) or (base == "?" and "?" in extra):
-            continue
-        if "L" in extra and re.fullmatch(r"[0-9]*L|LW", base):
-            continue
-        if "W" in extra and re.fullmatch(r"[0-9]+W", base):
-            continue
-        if "#" in extra and re.fullmatch(r"[0-7]#[1-5]", base):
-            continue
-        low, _, high = base.partition("-")
-        if not _value(low, field) or (high and not _value(high, field)):
-            return False
-    return True
-
-
-def parse_job_line(line: str) -> tuple[dict[str, str], str]:
-    words = line.split()
-    for count, layout in _LAYOUTS.items():
-        if len(words) > count and all(valid_field(w, f) for w, f in zip(words, layout)):
-            return dict(zip(layout, words)), " ".join(words[count:])
-    raise ValueError(f"bad crontab line: {line!r}")
-
-
-def job_lines(text: str) -> list[str]:
-    return [
-        line.strip() for line in text.splitlines()
-        if line.strip() and not line.lstrip().startswith("#") and not re.match(r"^\s*[^\s=]+\s*=", line)
-    ]
-
-
-def test_crontab_runs_rhgen_generate_every_ten_seconds_as_supercronic_reads_it():
-    lines = job_lines((REPO / "crontab").read_text())
-    assert len(lines) == 1
-    fields, command = parse_job_line(lines[0])
-    assert len(fields) == 7, "a seconds step needs all seven fields; six are read as minutes ... years"
-    assert fields["seconds"] == "*/10"
-    assert all(value == "*" for name, value in fields.items() if name != "seconds")
-    assert command == "rhgen generate"
-    program = shutil.which(command.split()[0], path=str(VENV_BIN))
-    assert program, "the crontab's command is installed with the package"
-    assert subprocess.run([program, "generate", "--help"], capture_output=True, timeout=30).returncode == 0
-
-
-def test_the_crontab_reader_tells_the_layouts_apart():
-    assert parse_job_line("*/10 * * * * * * rhgen generate")[0]["seconds"] == "*/10"
-    six = parse_job_line("*/10 * * * * * rhgen generate")[0]  # the classic slip: minutes, not seconds
-    assert "seconds" not in six and six["minutes"] == "*/10"
-    assert parse_job_line("*/5 * * * mon-fri rhgen generate")[1] == "rhgen generate"
-    with pytest.raises(ValueError):
-        parse_job_line("every ten seconds rhgen generate")
-
-
-# --- the schedule as the entrypoint derives it (no supercronic: the plain loop) ------------------
+# --- the schedule without supercronic: `rhgen schedule`, every RHGEN_INTERVAL seconds ------------
 
 
 @pytest.fixture
@@ -109,21 +21,12 @@ def file_env(tmp_path):
     metadata_file = tmp_path / "metadata.json"
     Metadata(containers=[container("app1", "127.0.0.11", 8080)]).write_file(metadata_file)
     env = base_env(tmp_path, "/nonexistent", 8080, DISABLE_METADATA="true", METADATA_FILE=str(metadata_file))
-    del env["RHGEN_SCHEDULE"]
+    del env["RHGEN_INTERVAL"]
     return env
 
 
-@pytest.mark.parametrize(
-    ("settings", "said"),
-    [
-        ({}, "every 10 s"),  # the bundled crontab
-        ({"RHGEN_SCHEDULE": "*/3 * * * * * *"}, "every 3 s"),
-        ({"RHGEN_SCHEDULE": "*/2 * * * *"}, "every 120 s"),  # five fields: minutes
-        ({"RHGEN_SCHEDULE": "*/5 * * * * *"}, "every 300 s"),  # six fields: minutes ... years
-        ({"RHGEN_SCHEDULE": "15 3 * * * * *", "RHGEN_INTERVAL": "7"}, "every 7 s"),
-    ],
-)
-def test_without_supercronic_the_loop_runs_with_the_schedules_period(procs, file_env, settings, said):
+@pytest.mark.parametrize(("settings", "said"), [({}, "every 10 s"), ({"RHGEN_INTERVAL": "3"}, "every 3 s")])
+def test_without_supercronic_the_loop_runs_every_interval(procs, file_env, settings, said):
     proc = procs.spawn(["bash", str(ENTRYPOINT), "generate-maps"], {**file_env, **settings}, "sidekick")
     wait_until(lambda: "in a plain loop" in proc.log(), 10, what="the schedule started")
     assert f"running 'rhgen generate' {said} in a plain loop" in proc.log()
@@ -132,17 +35,20 @@ def test_without_supercronic_the_loop_runs_with_the_schedules_period(procs, file
     assert Path(file_env["HAPROXY_BACKEND_CONFIG"]).exists()  # the first run happened at once
 
 
-@pytest.mark.parametrize(
-    ("schedule", "said"),
-    [
-        ("15 3 * * * * *", "cannot derive a period from the schedule '15 3 * * * * *'; set RHGEN_INTERVAL"),
-        ("every ten seconds", "RHGEN_SCHEDULE 'every ten seconds' is not a cron expression"),
-    ],
-)
-def test_a_schedule_it_cannot_follow_stops_it_before_anything_runs(procs, file_env, schedule, said):
-    proc = procs.spawn(["bash", str(ENTRYPOINT)], {**file_env, "RHGEN_SCHEDULE": schedule}, "entrypoint")
+def test_the_interval_from_an_rhgen_config_file_reaches_the_loop(procs, file_env, tmp_path):
+    config = tmp_path / "rhgen.yml"
+    config.write_text("schedule_interval: 4\n")
+    proc = procs.spawn(["bash", str(ENTRYPOINT), "generate-maps"], {**file_env, "RHGEN_CONFIG": str(config)}, "sidekick")
+    wait_until(lambda: "in a plain loop" in proc.log(), 10, what="the schedule started")
+    assert "running 'rhgen generate' every 4 s in a plain loop" in proc.log()
+    assert proc.terminate_and_wait() == 0
+
+
+@pytest.mark.parametrize("interval", ["0", "ten", "1.5"])
+def test_an_interval_it_cannot_follow_stops_it_before_anything_runs(procs, file_env, interval):
+    proc = procs.spawn(["bash", str(ENTRYPOINT)], {**file_env, "RHGEN_INTERVAL": interval}, "entrypoint")
     assert proc.popen.wait(timeout=10) == 2
-    assert said in proc.log()
+    assert f"setting RHGEN_INTERVAL (environment): '{interval}'" in proc.log()
     assert not Path(file_env["HAPROXY_CONFIG"]).exists()
     assert procs.leftovers() == []
 

@@ -54,7 +54,7 @@ def test_sidekick_writes_and_the_haproxy_container_follows_every_kind_of_change(
         sidekick = procs.spawn(["bash", str(ENTRYPOINT), "generate-maps"], env, "sidekick")
         wait_until(routes_to(http_port, "app1.dev.tld", "app1\n"), 15, what="app1 routed")
         socket = env["HAPROXY_MASTER_SOCKET"]
-        wait_until(lambda: "with inotifywait" in haproxy_side.log(), 5, what="watching with inotifywait")
+        wait_until(lambda: "with inotify" in haproxy_side.log(), 5, what="watching with inotifywait")
 
         # New stack.
         metadata.containers.append(container("app2", "127.0.0.21", ports["app2"]))
@@ -106,7 +106,7 @@ def test_haproxy_container_reloads_on_a_changed_file_and_keeps_serving_through_a
             "haproxy",
         )
         wait_until(routes_to(http_port, "app1.dev.tld", "app1\n"), 15, what="app1 routed")
-        said = "with inotifywait" if watch == "inotify" else "polling the generated files every 0.5 s"
+        said = "with inotify" if watch == "inotify" else "polling the generated files every 0.5 s"
         wait_until(lambda: said in proc.log(), 5, what="watching")
         socket = env["HAPROXY_MASTER_SOCKET"]
 
@@ -175,7 +175,7 @@ def test_a_renewed_certificate_in_the_folder_is_served_in_the_sidekick_layout(pr
         procs.spawn(["bash", str(ENTRYPOINT), "generate-maps"], env, "sidekick")
         haproxy_side = procs.spawn(["bash", str(ENTRYPOINT)], {**env, "RHGEN_MODE": "haproxy-only"}, "haproxy")
         wait_until(lambda: served_serial(https_port, ca, "app1.dev.tld") == first, 15, what="first certificate served")
-        wait_until(lambda: "with inotifywait" in haproxy_side.log(), 5, what="watching with inotifywait")
+        wait_until(lambda: "with inotify" in haproxy_side.log(), 5, what="watching with inotifywait")
 
         renewed = issue()
         wait_until(lambda: served_serial(https_port, ca, "app1.dev.tld") == renewed, FOLLOW, what="renewed certificate served")
