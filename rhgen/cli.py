@@ -47,8 +47,7 @@ class SettingOption(click.Option):
 
 def _option(setting: Setting) -> Callable[..., Any]:
     # The default is shown in --help only: values left at it come from the defaults layer (see wrapper).
-    default = setting.default
-    shown = None if default in (None, "") else str(default).lower() if isinstance(default, bool) else str(default)
+    shown = setting.shown_default or None
     security = " Security-relevant." if setting.security else ""
     return click.option(
         setting.flag, setting.name, cls=SettingOption, envvar=setting.env, show_envvar=True,

@@ -42,18 +42,11 @@ def defaults_yml() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _shown_default(setting: Setting) -> str:
-    default = setting.default
-    if default in (None, ""):
-        return "—"
-    return str(default).lower() if isinstance(default, bool) else str(default)
-
-
 def settings_table() -> str:
     rows = ["| env var | flag | default | meaning |", "|---|---|---|---|"]
     for s in SETTINGS:
         security = " **Security-relevant.**" if s.security else ""
-        rows.append(f"| `{s.env}` | `{s.flag}` | `{_shown_default(s)}` | {s.help}{security} |")
+        rows.append(f"| `{s.env}` | `{s.flag}` | `{s.shown_default or '—'}` | {s.help}{security} |")
     return "\n".join(rows)
 
 

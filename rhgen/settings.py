@@ -97,6 +97,13 @@ class Setting:
     def secret(self) -> bool:
         return self.kind is Kind.SECRET
 
+    @property
+    def shown_default(self) -> str:
+        """The default as --help and the README show it; empty when there is none."""
+        if self.default is None:
+            return ""
+        return str(self.default).lower() if isinstance(self.default, bool) else str(self.default)
+
 
 def _setting(env: str, parse: Callable[[Any], Any], default: Any, help: str, kind: Kind = Kind.VALUE, security: bool = False) -> Any:
     return dataclasses.field(metadata={"setting": (env, parse, default, help, kind, security)})

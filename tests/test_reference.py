@@ -52,7 +52,7 @@ def test_help_shows_each_settings_env_var_and_default(run_rhgen):
 
     assert result.returncode == 0, result.stderr
     for setting in SETTINGS:
-        default = reference._shown_default(setting)
-        shown = f"[env var: {setting.env}]" if default == "—" else f"[env var: {setting.env}; default: {default}]"
+        default = setting.shown_default
+        shown = f"[env var: {setting.env}; default: {default}]" if default else f"[env var: {setting.env}]"
         assert f"{setting.flag} VALUE {setting.help}" in text, setting.flag
         assert shown in text, setting.flag
