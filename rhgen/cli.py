@@ -11,11 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from . import __version__
 from .errors import RhgenError
 from .messages import SHOWN_CHARS, printable
-from .settings import SETTINGS, describe, flag_name, load_settings
+from .settings import SETTINGS, Setting, merge
 
 log = logging.getLogger("rhgen")
 
@@ -36,28 +37,52 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root.propagate = False
 
 
+class SettingOption(click.Option):
+    """The option of one setting, also read from its environment variable."""
+
+    def resolve_envvar_value(self, ctx: click.Context) -> str | None:
+        # click skips an empty variable; here it is a value: BIND_ADDRESS= binds every address.
+        return os.environ.get(self.envvar) if isinstance(self.envvar, str) else None
+
+
+def _option(setting: Setting) -> Callable[..., Any]:
+    # The default is shown in --help only: values left at it come from the defaults layer (see wrapper).
+    shown = setting.shown_default or None
+    security = " Security-relevant." if setting.security else ""
+    return click.option(
+        setting.flag, setting.name, cls=SettingOption, envvar=setting.env, show_envvar=True,
+        default=shown, show_default=shown is not None, metavar="VALUE", help=setting.help + security,
+    )
+
+
 def setting_options(command: Callable[..., Any] | None = None, *, renders: bool = True) -> Any:
     """Add --config, -v/-q and one option per setting; hand the command a merged Settings.
     renders=False: a command that renders nothing runs without STACK_DOMAIN."""
     if command is None:
         return functools.partial(setting_options, renders=renders)
 
-    @click.option("--config", "config_file", metavar="FILE", help="Override YAML file of settings. [env RHGEN_CONFIG]")
+    @click.option("--config", "config_file", metavar="FILE", envvar="RHGEN_CONFIG", show_envvar=True,
+                  help="Override YAML file of settings.")
     @click.option("-v", "--verbose", count=True, help="Also log what changed and what was skipped.")
     @click.option("-q", "--quiet", is_flag=True, help="Log errors only.")
     @functools.wraps(command)
     def wrapper(config_file: str | None, verbose: int, quiet: bool, **kwargs: Any) -> None:
         _setup_logging(verbose, quiet)
-        flags = {s.name: kwargs.pop(s.name) for s in SETTINGS}
+        source = click.get_current_context().get_parameter_source
+        values = {s.name: kwargs.pop(s.name) for s in SETTINGS}
+        layers: dict[Any, dict[str, Any]] = {ParameterSource.ENVIRONMENT: {}, ParameterSource.COMMANDLINE: {}}
+        for name, value in values.items():
+            layers.get(source(name), {})[name] = value
         try:
-            settings = load_settings(config_file, os.environ, flags, renders=renders)
+            settings = merge(config_file, layers[ParameterSource.ENVIRONMENT], layers[ParameterSource.COMMANDLINE],
+                             renders)
             command(settings, **kwargs)
         except RhgenError as exc:
             click.echo(printable(f"rhgen: error: {exc}", lines=True), err=True)
             sys.exit(exc.exit_code)
 
     for setting in reversed(SETTINGS):
-        wrapper = click.option(flag_name(setting.name), setting.name, metavar="VALUE", help=describe(setting))(wrapper)
+        wrapper = _option(setting)(wrapper)
     return wrapper
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, apply, resources
+from .settings import SETTINGS, Kind
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,7 @@ def _update_with_file(digest: Any, path: Path) -> None:
 
 
 # How rhgen runs, not what it renders: changing these must not force a full run.
-OPERATIONAL = {
-    "haproxy_bin", "reload_command", "metadata_connect_timeout", "metadata_read_timeout", "metadata_retries",
-    "metadata_max_bytes", "drop_warning", "haproxy_master_socket", "reload_timeout", "schedule_interval", "retry_max",
-    "file_watch", "poll_interval",
-}
+OPERATIONAL = frozenset(s.name for s in SETTINGS if s.kind is Kind.OPERATIONAL)
 
 
 def _rendered_settings(settings: Any) -> dict[str, Any]:

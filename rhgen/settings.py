@@ -1,18 +1,18 @@
-"""Settings stage: bundled defaults.yml < override YAML < environment < flags -> one frozen Settings.
+"""Settings stage: defaults < override YAML < environment < flags -> one frozen, typed Settings.
 
-Each setting is declared once in SETTINGS (name, env var, parser, help); the CLI builds
-its options from the same table, so `--help`, the environment and the YAML files can
-never disagree about names.
+Each setting is declared once, as a field of `Settings` below: its type, env var, validator,
+default, help and kind. The CLI's options, `--help`, defaults.yml and the README's settings
+reference are all derived from those fields (rhgen/reference.py writes the two files; a test
+fails when they drift), so the names can never disagree.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import ipaddress
+import enum
 import os
 import re
-import shlex
+import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,228 +24,95 @@ try:  # the C build of the safe loader: same documents, a fifth of the start-up 
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
     from yaml import SafeLoader  # type: ignore[assignment]
 
-from . import resources
 from .errors import SettingsError
 from .messages import shown as quoted
-from .names import is_hostname, normalise_hostname
-
-# --- parsers: raw value (str from env/flags, any YAML scalar from files) -> typed value ---
-
-_TRUE = {"true", "yes", "1", "on"}
-_FALSE = {"false", "no", "0", "off", ""}
-
-
-def parse_bool(raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ValueError("is not a boolean (use true/false, yes/no or 1/0)")
-
-
-class YamlNonDecimal(str):
-    """The text of a YAML 1.1 integer that is not plain decimal (0x50, 0o17, 017, 1_000, 1:30).
-    YAML would read `http_port: 0x50` as 80: settings are decimal, so integer parsers refuse it,
-    while text settings (a password `0x50`) keep exactly what was written."""
-
-
-def _decimal_text(raw: Any) -> str:
-    if isinstance(raw, bool) or isinstance(raw, YamlNonDecimal):
-        raise ValueError("is not a decimal whole number")
-    return str(raw).strip()
-
-
-def _parse_int(raw: Any) -> int:
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        if raw < 0:
-            raise ValueError("is not a decimal whole number")
-        return raw  # from YAML, only plain decimal literals stay ints (see _non_decimal_integers)
-    text = _decimal_text(raw)
-    if not re.fullmatch(r"[0-9]{1,10}", text):
-        raise ValueError("is not a decimal whole number")
-    return int(text)
+from .validators import (  # one validator per setting, named in the table below
+    is_docker_host,
+    parse_api_host,
+    parse_api_version,
+    parse_bind_address,
+    parse_bool,
+    parse_bytes,
+    parse_check_count,
+    parse_command,
+    parse_count,
+    parse_days,
+    parse_docker_network,
+    parse_domain,
+    parse_drain_timeout,
+    parse_facility,
+    parse_file_name,
+    parse_file_path,
+    parse_file_watch,
+    parse_host_patterns,
+    parse_hsts,
+    parse_interval,
+    parse_label_name,
+    parse_max_wait,
+    parse_milliseconds,
+    parse_percent,
+    parse_port,
+    parse_redirect_code,
+    parse_required_file_path,
+    parse_required_path,
+    parse_seconds,
+    parse_settle,
+    parse_syslog_host,
+    parse_text,
+    parse_url,
+    parse_word,
+    YamlNonDecimal,
+)
 
 
-def parse_port(raw: Any) -> int:
-    try:
-        port = _parse_int(raw)
-    except ValueError:
-        raise ValueError("is not a port (1-65535)") from None
-    if not 1 <= port <= 65535:
-        raise ValueError("is not a port (1-65535)")
-    return port
+class Kind(enum.Enum):
+    """What a setting is, for the code that treats settings by kind rather than by name."""
+
+    VALUE = enum.auto()  # part of what a run is made from (the fingerprint of the live files)
+    PATH = enum.auto()  # a file or folder: relative in a settings file means relative to that file
+    OUTPUT = enum.auto()  # a path rhgen writes: no two outputs may name the same file
+    SECRET = enum.auto()  # never shown, not even in an error message
+    OPERATIONAL = enum.auto()  # how rhgen runs, not what it renders: changing it forces no full run
 
 
-def parse_count(raw: Any) -> int:
-    value = _parse_int(raw)
-    if value > 100:
-        raise ValueError("is too large (at most 100)")
-    return value
+PATH_KINDS = (Kind.PATH, Kind.OUTPUT)
 
 
-def parse_bytes(raw: Any) -> int:
-    """A size in bytes, with an optional k/M suffix (binary: 64M is 64 MiB)."""
-    text = _decimal_text(raw)
-    match = re.fullmatch(r"([0-9]{1,12})\s*(?:([kKmM])i?)?[bB]?", text)
-    if not match:
-        raise ValueError("is not a size in bytes (e.g. 65536, 512k or 64M)")
-    value = int(match.group(1)) * {None: 1, "k": 1024, "m": 1024 * 1024}[match.group(2) and match.group(2).lower()]
-    if not 1024 <= value <= 4 * 1024**3:
-        raise ValueError("must be at least 1k and at most 4096M")
-    return value
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One setting, as the CLI, the loader and the generated references see it."""
+
+    name: str
+    type: Any
+    env: str
+    parse: Callable[[Any], Any]
+    default: Any  # as a user writes it (64M, not 67108864); None means required
+    help: str
+    kind: Kind = Kind.VALUE
+    security: bool = False  # marked Security-relevant in --help and the README
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def secret(self) -> bool:
+        return self.kind is Kind.SECRET
+
+    @property
+    def shown_default(self) -> str:
+        """The default as --help and the README show it; empty when there is none."""
+        if self.default is None:
+            return ""
+        return str(self.default).lower() if isinstance(self.default, bool) else str(self.default)
 
 
-def parse_percent(raw: Any) -> int:
-    """A share in percent, 0-100, with or without a trailing %."""
-    text = _decimal_text(raw).removesuffix("%").strip()
-    if not re.fullmatch(r"[0-9]{1,3}", text) or int(text) > 100:
-        raise ValueError("is not a percentage (0-100)")
-    return int(text)
+def _setting(env: str, parse: Callable[[Any], Any], default: Any, help: str, kind: Kind = Kind.VALUE, security: bool = False) -> Any:
+    return dataclasses.field(metadata={"setting": (env, parse, default, help, kind, security)})
 
 
-def _parse_float(raw: Any) -> float:
-    try:
-        return float(str(raw).strip())
-    except ValueError:
-        raise ValueError("is not a number of seconds") from None
-
-
-def parse_seconds(raw: Any) -> float:
-    value = _parse_float(raw)
-    if not 0 < value <= 3600:
-        raise ValueError("must be more than 0 and at most 3600 seconds")
-    return value
-
-
-def parse_redirect_code(raw: Any) -> int:
-    try:
-        code = _parse_int(raw)
-    except ValueError:
-        code = 0
-    if code not in (301, 302, 303, 307, 308):
-        raise ValueError("is not a redirect status (301, 302, 303, 307 or 308)")
-    return code
-
-
-def parse_domain(raw: Any) -> str:
-    domain = normalise_hostname(str(raw if raw is not None else ""))
-    if not domain:
-        raise ValueError("is required (e.g. dev.example.com)")
-    if not is_hostname(domain):
-        raise ValueError("is not a valid domain name")
-    return domain
-
-
-def parse_text(raw: Any) -> str:
-    text = "" if raw is None else str(raw)
-    if any(ord(ch) < 32 or ch == "\x7f" for ch in text):
-        raise ValueError("contains a control character")
-    return text.strip()
-
-
-def _optional_matching(pattern: str, reason: str) -> Callable[[Any], str]:
-    """A parser for free text that is empty or matches `pattern` whole; anything else fails with `reason`."""
-    compiled = re.compile(pattern)
-
-    def parse(raw: Any) -> str:
-        text = parse_text(raw)
-        if text and not compiled.fullmatch(text):
-            raise ValueError(reason)
-        return text
-
-    return parse
-
-
-def parse_word(raw: Any) -> str:
-    """A value written into haproxy.cfg as one word: printable ASCII, no space, quote, # or %."""
-    text = parse_text(raw)
-    if not re.fullmatch(r"[A-Za-z0-9_.:@/+=,!*^~-]*", text):
-        raise ValueError("may only hold letters, digits and _.:@/+=,!*^~- (no spaces, quotes, # or %)")
-    return text
-
-
-parse_label_name = _optional_matching(r"[A-Za-z0-9_./-]+", "is not a label name")
-
-
-def parse_path(raw: Any) -> str:
-    text = parse_text(raw)
-    if text and re.search(r"[\s\"'#%\\]", text):
-        raise ValueError("must not contain spaces, quotes, '#', '%' or backslashes")
-    return text
-
-
-def parse_required_path(raw: Any) -> str:
-    text = parse_path(raw)
-    if not text:
-        raise ValueError("is required")
-    return text
-
-
-def parse_file_path(raw: Any) -> str:
-    """A path rhgen writes into haproxy.cfg: made absolute, so haproxy's working folder does not matter."""
-    text = parse_path(raw)
-    return os.path.abspath(text) if text else ""
-
-
-def parse_required_file_path(raw: Any) -> str:
-    return os.path.abspath(parse_required_path(raw))
-
-
-def parse_days(raw: Any) -> int:
-    value = _parse_int(raw)
-    if value > 3650:
-        raise ValueError("is too large (at most 3650 days)")
-    return value
-
-
-def parse_hsts(raw: Any) -> int:
-    value = _parse_int(raw)
-    if value > 2 * 365 * 86400:
-        raise ValueError("is too large (at most two years in seconds)")
-    return value
-
-
-def parse_file_name(raw: Any) -> str:
-    text = parse_text(raw)
-    if text and (not re.fullmatch(r"[A-Za-z0-9_.@+=,-]+", text) or text.startswith(".")):
-        raise ValueError("is not a plain file name")
-    return text
-
-
-def parse_bind_address(raw: Any) -> str:
-    text = parse_text(raw)
-    if text in ("", "*"):
-        return ""
-    try:
-        return str(ipaddress.ip_address(text.strip("[]")))
-    except ValueError:
-        raise ValueError("is not an IP address (leave empty to bind every address)") from None
-
-
-def parse_api_version(raw: Any) -> str:
-    text = parse_text(raw)
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
-        raise ValueError("is not a metadata API version (e.g. latest or 2015-12-19)")
-    return text
-
-
-def parse_api_host(raw: Any) -> str:
-    text = parse_text(raw)
-    if not text or re.search(r"\s", text):
-        raise ValueError("is not a host, host:port or http(s):// URL")
-    return text
-
-
-def parse_command(raw: Any) -> str:
-    text = parse_text(raw)
-    try:
-        shlex.split(text)
-    except ValueError as exc:
-        raise ValueError(f"is not a valid command line ({exc})") from None
-    return text
+SOURCES = ("rancher", "docker", "swarm", "file")
+SWARM_ENDPOINTS = ("tasks", "vip")
 
 
 def parse_source(raw: Any) -> str:
@@ -262,207 +129,92 @@ def parse_swarm_endpoint(raw: Any) -> str:
     return text
 
 
-def is_docker_host(text: str) -> bool:
-    """unix:///path/docker.sock or tcp://host:port (plain HTTP), as the docker CLI reads DOCKER_HOST."""
-    return bool(re.fullmatch(r"unix:///[^\s\"'#%\\]+", text) or re.fullmatch(r"tcp://[A-Za-z0-9_.:\[\]-]+", text))
-
-
-parse_docker_network = _optional_matching(r"[A-Za-z0-9][A-Za-z0-9_.-]*", "is not a Docker network name")
-
-
-def parse_settle(raw: Any) -> float:
-    value = _parse_float(raw)
-    if not 0 <= value <= 60:
-        raise ValueError("must be between 0 and 60 seconds")
-    return value
-
-
-def parse_max_wait(raw: Any) -> int:
-    try:
-        value = _parse_int(raw)
-    except ValueError:
-        raise ValueError("is not a whole number of seconds (1-120)") from None
-    if not 1 <= value <= 120:
-        raise ValueError("must be between 1 and 120 seconds (the metadata service's limit)")
-    return value
-
-
-def parse_url(raw: Any) -> str:
-    """Empty, or an http(s) URL without spaces or quotes (the ACME directory)."""
-    text = parse_text(raw)
-    if text and not re.fullmatch(r"https?://[^\s\"'<>\\]+", text):
-        raise ValueError("is not an http(s):// URL (leave empty to turn ACME off)")
-    return text
-
-
-def parse_host_patterns(raw: Any) -> tuple[str, ...]:
-    """Host names or *.suffix patterns, separated by commas or spaces; empty means every routed host."""
-    if isinstance(raw, (list, tuple)):
-        items = [str(item) for item in raw]
-    else:
-        items = re.split(r"[\s,]+", parse_text(raw))
-    patterns = []
-    for item in filter(None, (normalise_hostname(i) for i in items)):
-        if not is_hostname(item.removeprefix("*.")):
-            raise ValueError(f"holds {item!r}, which is neither a host name nor *.suffix")
-        patterns.append(item)
-    return tuple(patterns)
-
-
-def parse_milliseconds(raw: Any) -> int:
-    try:
-        value = _parse_int(raw)
-    except ValueError:
-        raise ValueError("is not a whole number of milliseconds (100-60000)") from None
-    if not 100 <= value <= 60000:
-        raise ValueError("must be between 100 and 60000 milliseconds")
-    return value
-
-
-def parse_check_count(raw: Any) -> int:
-    value = parse_count(raw)
-    if value < 1:
-        raise ValueError("must be at least 1")
-    return value
-
-
-def parse_drain_timeout(raw: Any) -> float:
-    value = _parse_float(raw)
-    if not 0 <= value <= 300:
-        raise ValueError("must be between 0 and 300 seconds")
-    return value
-
-
-parse_syslog_host = _optional_matching(r"[A-Za-z0-9_.:\[\]-]+", "is not a host or host:port")
-
-
-def parse_interval(raw: Any) -> int:
-    try:
-        value = _parse_int(raw)
-    except ValueError:
-        raise ValueError("is not a whole number of seconds above 0") from None
-    if not 1 <= value <= 86400:
-        raise ValueError("must be between 1 and 86400 seconds")
-    return value
-
-
-def parse_file_watch(raw: Any) -> str:
-    text = parse_text(raw).lower()
-    if text not in ("auto", "inotify", "poll"):
-        raise ValueError("is not auto, inotify or poll")
-    return text
-
-
-SOURCES = ("rancher", "docker", "swarm", "file")
-SWARM_ENDPOINTS = ("tasks", "vip")
-
-_FACILITIES = {
-    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
-    "auth2", "ftp", "ntp", "audit", "alert", "cron2",
-    *(f"local{i}" for i in range(8)),
-}
-
-
-def parse_facility(raw: Any) -> str:
-    text = parse_text(raw).lower()
-    if text not in _FACILITIES:
-        raise ValueError("is not a syslog facility (e.g. local0)")
-    return text
-
-
 @dataclasses.dataclass(frozen=True)
-class Setting:
-    name: str
-    env: str
-    parse: Callable[[Any], Any]
-    help: str
-    secret: bool = False  # never printed
-    security: bool = False  # marked in --help as security-relevant
+class Settings:
+    """Every setting after merging and validation; `origin` says where each value came from."""
+
+    stack_domain: str = _setting("STACK_DOMAIN", parse_domain, None, "Domain appended to stack names: app-r123 -> app-r123.<domain>.")
+    http_port: int = _setting("HTTP_PORT", parse_port, 80, "Port of the HTTP frontend.")
+    https_port: int = _setting("HTTPS_PORT", parse_port, 443, "Port of the HTTPS frontend.")
+    bind_address: str = _setting("BIND_ADDRESS", parse_bind_address, "", "Address the frontends bind to; empty binds every address.")
+    enable_ssl: bool = _setting("ENABLE_SSL", parse_bool, False, "Terminate TLS on HTTPS_PORT.")
+    enable_ssl_redirection: bool = _setting("ENABLE_SSL_REDIRECTION", parse_bool, False, "Redirect every HTTP request to HTTPS.")
+    ssl_redirection_type: int = _setting("SSL_REDIRECTION_TYPE", parse_redirect_code, 301, "Status code of the HTTPS redirect.")
+    ssl_base64_encoded: bool = _setting("SSL_BASE64_ENCODED", parse_bool, False, "ssl_cert/ssl_key in metadata are base64 of the PEM.")
+    enable_stats: bool = _setting("ENABLE_STATS", parse_bool, False, "Serve the HAProxy stats page on STATS_PORT.", security=True)
+    stats_port: int = _setting("STATS_PORT", parse_port, 1936, "Port of the stats listener.")
+    stats_username: str = _setting("STATS_USERNAME", parse_word, "haproxy", "User name of the stats page.", security=True)
+    stats_password: str = _setting("STATS_PASSWORD", parse_word, "haproxy", "Password of the stats page.", Kind.SECRET, security=True)
+    haproxy_config: str = _setting("HAPROXY_CONFIG", parse_required_file_path, "/usr/local/etc/haproxy/haproxy.cfg", "Main haproxy.cfg written by rhgen; one without rhgen's header is yours, never overwritten.", Kind.OUTPUT)
+    haproxy_backend_config: str = _setting("HAPROXY_BACKEND_CONFIG", parse_required_file_path, "/usr/local/etc/haproxy/backends.cfg", "Generated backends file.", Kind.OUTPUT)
+    haproxy_domain_map: str = _setting("HAPROXY_DOMAIN_MAP", parse_required_file_path, "/usr/local/etc/haproxy/domain.map", "Generated host -> backend map.", Kind.OUTPUT)
+    haproxy_ssl_cert: str = _setting("HAPROXY_SSL_CERT", parse_required_file_path, "/usr/local/etc/haproxy/haproxy.pem", "Combined certificate + key PEM.", Kind.OUTPUT, security=True)
+    haproxy_ssl_cert_dir: str = _setting("HAPROXY_SSL_CERT_DIR", parse_file_path, "", "Folder of PEM files (cert + key each), served by SNI.", Kind.PATH, security=True)
+    haproxy_ssl_default_cert: str = _setting("HAPROXY_SSL_DEFAULT_CERT", parse_file_name, "", "File in HAPROXY_SSL_CERT_DIR served when no name matches; default the first.")
+    haproxy_ssl_crt_list: str = _setting("HAPROXY_SSL_CRT_LIST", parse_file_path, "", "Generated crt-list naming every certificate haproxy loads; empty is crt-list.txt beside HAPROXY_CONFIG.", Kind.OUTPUT)
+    ssl_expiry_warning_days: int = _setting("SSL_EXPIRY_WARNING_DAYS", parse_days, 14, "Warn when a certificate expires within this many days.")
+    hsts_max_age: int = _setting("HSTS_MAX_AGE", parse_hsts, 0, "Strict-Transport-Security max-age in seconds on HTTPS; 0 is off.", security=True)
+    haproxy_bin: str = _setting("HAPROXY_BIN", parse_required_path, "haproxy", "haproxy binary used for `haproxy -c`.", Kind.OPERATIONAL)
+    template_dir: str = _setting("RHGEN_TEMPLATE_DIR", parse_file_path, "", "Folder of your own templates; bundled ones fill the gaps.", Kind.PATH)
+    reload_command: str = _setting("RELOAD_COMMAND", parse_command, "", "Command run (without a shell) after files were swapped.", Kind.OPERATIONAL, security=True)
+    rancher_api_host: str = _setting("RANCHER_API_HOST", parse_api_host, "rancher-metadata", "Metadata service: host, host:port or http(s)://host:port.")
+    rancher_api_version: str = _setting("RANCHER_API_VERSION", parse_api_version, "latest", "Metadata API version.")
+    rancher_label: str = _setting("RANCHER_LABEL", parse_label_name, "map-public-http", "Routing label; its value is the container port.")
+    rancher_proxy_label: str = _setting("RANCHER_PROXY_LABEL", parse_label_name, "", "Label whose value (send-proxy, send-proxy-v2, ...) ends the server line.")
+    metadata_connect_timeout: float = _setting("RHGEN_CONNECT_TIMEOUT", parse_seconds, 3, "Seconds to connect to the metadata service.", Kind.OPERATIONAL)
+    metadata_read_timeout: float = _setting("RHGEN_READ_TIMEOUT", parse_seconds, 10, "Seconds for a whole metadata answer.", Kind.OPERATIONAL)
+    metadata_retries: int = _setting("RHGEN_RETRIES", parse_count, 2, "Extra tries when the metadata service refuses, times out or answers 5xx.", Kind.OPERATIONAL)
+    metadata_max_bytes: int = _setting("RHGEN_MAX_ANSWER_BYTES", parse_bytes, "64M", "Largest metadata answer read (e.g. 64M); a bigger one is an error.", Kind.OPERATIONAL, security=True)
+    drop_warning: int = _setting("RHGEN_DROP_WARNING", parse_percent, 50, "Warn when a run drops more than this share of routed hosts (percent; 100 never warns).", Kind.OPERATIONAL)
+    disable_metadata: bool = _setting("DISABLE_METADATA", parse_bool, False, "Read METADATA_FILE instead of the metadata service.")
+    metadata_file: str = _setting("METADATA_FILE", parse_file_path, "", "Answers file (JSON or YAML: containers, self_service_metadata).", Kind.PATH)
+    source: str = _setting("RHGEN_SOURCE", parse_source, "rancher", "Where containers come from: rancher, docker, swarm or file (`DISABLE_METADATA=true` means file).")
+    docker_host: str = _setting("DOCKER_HOST", parse_text, "unix:///var/run/docker.sock", "Docker Engine API: `unix:///path/docker.sock` or `tcp://host:port`.")
+    docker_network: str = _setting("RHGEN_DOCKER_NETWORK", parse_docker_network, "", "Docker network whose container IPs are routed to; empty takes each container's first network by name that gives it an IP.")
+    swarm_endpoint: str = _setting("RHGEN_SWARM_ENDPOINT", parse_swarm_endpoint, "tasks", "swarm: route to each running task (`tasks`) or to the service's virtual IP (`vip`).")
+    swarm_poll: float = _setting("RHGEN_SWARM_POLL", parse_seconds, 1, "swarm watch: seconds between polls of the tasks (events do not report them).")
+    watch_settle: float = _setting("RHGEN_SETTLE", parse_settle, 0.2, "watch: seconds without further change before regenerating, so a burst gives one run (0-60).")
+    watch_resync: float = _setting("RHGEN_RESYNC", parse_seconds, 60, "watch: regenerate at least this often, changed or not (safety net).")
+    watch_max_wait: int = _setting("RHGEN_WATCH_MAX_WAIT", parse_max_wait, 60, "watch: seconds one Rancher long poll of `/version` waits (1-120).")
+    haproxy_stats_socket: str = _setting("HAPROXY_STATS_SOCKET", parse_file_path, "", "Admin stats socket for reload-free host map and server updates; empty is off.", Kind.PATH, security=True)
+    acme_directory: str = _setting("ACME_DIRECTORY", parse_url, "", "ACME directory URL (e.g. Let's Encrypt's); empty turns ACME off.")
+    acme_email: str = _setting("ACME_EMAIL", parse_text, "", "Contact e-mail of the ACME account; empty registers without one.")
+    acme_ca_bundle: str = _setting("ACME_CA_BUNDLE", parse_file_path, "", "CA file trusted for the ACME directory's TLS (private or test servers); empty uses the system's.", Kind.PATH, security=True)
+    acme_dir: str = _setting("ACME_DIR", parse_file_path, "/usr/local/etc/haproxy/acme", "Folder of the ACME account key, issued certificates, challenge map and state.", Kind.PATH, security=True)
+    acme_renew_days: int = _setting("ACME_RENEW_DAYS", parse_days, 30, "Renew an ACME certificate when it has fewer days left than this.")
+    acme_hosts: tuple[str, ...] = _setting("ACME_HOSTS", parse_host_patterns, "", "Routed hosts that get ACME certificates: names or *.suffix; empty is every host no certificate of yours covers.")
+    acme_max_orders: int = _setting("ACME_MAX_ORDERS", parse_count, 5, "ACME orders one run places at most (the rest wait for the next run).")
+    acme_timeout: float = _setting("ACME_TIMEOUT", parse_seconds, 60, "Seconds one run spends on ACME orders at most; routing never waits for them.")
+    health_checks: bool = _setting("RHGEN_HEALTH_CHECKS", parse_bool, True, "Health-check every server (`check`); a server that fails stops getting requests.")
+    check_interval: int = _setting("RHGEN_CHECK_INTERVAL", parse_milliseconds, 1000, "Milliseconds between two health checks of a server (haproxy `inter`, 100-60000).")
+    check_fall: int = _setting("RHGEN_CHECK_FALL", parse_check_count, 2, "Failed checks in a row that take a server out (haproxy `fall`).")
+    check_rise: int = _setting("RHGEN_CHECK_RISE", parse_check_count, 2, "Passed checks in a row that bring a server back (haproxy `rise`).")
+    server_retries: int = _setting("RHGEN_SERVER_RETRIES", parse_count, 3, "Tries on another server when a connection to one fails (haproxy `retries`; 0 is off).")
+    drain_timeout: float = _setting("RHGEN_DRAIN_TIMEOUT", parse_drain_timeout, 10, "Seconds a removed server drains its requests before its sessions are shut (0-300).")
+    haproxy_master_socket: str = _setting("HAPROXY_MASTER_SOCKET", parse_required_file_path, "/run/haproxy/master.sock", "haproxy's master CLI socket: the entrypoint starts haproxy with it, `rhgen reload` talks to it.", Kind.OPERATIONAL, security=True)
+    reload_timeout: float = _setting("RHGEN_RELOAD_TIMEOUT", parse_seconds, 30, "Seconds `rhgen reload` waits for the haproxy master to report the reload.", Kind.OPERATIONAL)
+    schedule_interval: int = _setting("RHGEN_INTERVAL", parse_interval, 10, "Seconds between runs of `rhgen schedule`, the entrypoint's plain loop where supercronic is missing.", Kind.OPERATIONAL)
+    retry_max: float = _setting("RHGEN_RETRY_MAX", parse_seconds, 30, "Longest wait between tries of the first configuration (`rhgen prepare`, `rhgen check --wait`).", Kind.OPERATIONAL)
+    file_watch: str = _setting("RHGEN_WATCH", parse_file_watch, "auto", "`rhgen watch-files` (haproxy-only mode): auto, inotify or poll.", Kind.OPERATIONAL)
+    poll_interval: float = _setting("RHGEN_POLL_INTERVAL", parse_seconds, 1, "`rhgen watch-files`: seconds between polls of the generated files.", Kind.OPERATIONAL)
+    syslog_host: str = _setting("SYSLOG_HOST", parse_syslog_host, "", "Send haproxy logs to this syslog host[:port].")
+    syslog_facility: str = _setting("SYSLOG_FACILITY", parse_facility, "local0", "Syslog facility of haproxy logs.")
+    origin: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("stack_domain", "STACK_DOMAIN", parse_domain, "Domain appended to stack names: app-r123 -> app-r123.<domain>."),
-    Setting("http_port", "HTTP_PORT", parse_port, "Port of the HTTP frontend."),
-    Setting("https_port", "HTTPS_PORT", parse_port, "Port of the HTTPS frontend."),
-    Setting("bind_address", "BIND_ADDRESS", parse_bind_address, "Address the frontends bind to; empty binds every address."),
-    Setting("enable_ssl", "ENABLE_SSL", parse_bool, "Terminate TLS on HTTPS_PORT."),
-    Setting("enable_ssl_redirection", "ENABLE_SSL_REDIRECTION", parse_bool, "Redirect every HTTP request to HTTPS."),
-    Setting("ssl_redirection_type", "SSL_REDIRECTION_TYPE", parse_redirect_code, "Status code of the HTTPS redirect."),
-    Setting("ssl_base64_encoded", "SSL_BASE64_ENCODED", parse_bool, "ssl_cert/ssl_key in metadata are base64 of the PEM."),
-    Setting("enable_stats", "ENABLE_STATS", parse_bool, "Serve the HAProxy stats page on STATS_PORT.", security=True),
-    Setting("stats_port", "STATS_PORT", parse_port, "Port of the stats listener."),
-    Setting("stats_username", "STATS_USERNAME", parse_word, "User name of the stats page.", security=True),
-    Setting("stats_password", "STATS_PASSWORD", parse_word, "Password of the stats page.", secret=True, security=True),
-    Setting("haproxy_config", "HAPROXY_CONFIG", parse_required_file_path, "Main haproxy.cfg written by rhgen; one without rhgen's header is yours, never overwritten."),
-    Setting("haproxy_backend_config", "HAPROXY_BACKEND_CONFIG", parse_required_file_path, "Generated backends file."),
-    Setting("haproxy_domain_map", "HAPROXY_DOMAIN_MAP", parse_required_file_path, "Generated host -> backend map."),
-    Setting("haproxy_ssl_cert", "HAPROXY_SSL_CERT", parse_required_file_path, "Combined certificate + key PEM.", security=True),
-    Setting("haproxy_ssl_cert_dir", "HAPROXY_SSL_CERT_DIR", parse_file_path, "Folder of PEM files (cert + key each), served by SNI.", security=True),
-    Setting("haproxy_ssl_default_cert", "HAPROXY_SSL_DEFAULT_CERT", parse_file_name, "File in HAPROXY_SSL_CERT_DIR served when no name matches; default the first."),
-    Setting("haproxy_ssl_crt_list", "HAPROXY_SSL_CRT_LIST", parse_file_path, "Generated crt-list naming every certificate haproxy loads; empty is crt-list.txt beside HAPROXY_CONFIG."),
-    Setting("ssl_expiry_warning_days", "SSL_EXPIRY_WARNING_DAYS", parse_days, "Warn when a certificate expires within this many days."),
-    Setting("hsts_max_age", "HSTS_MAX_AGE", parse_hsts, "Strict-Transport-Security max-age in seconds on HTTPS; 0 is off.", security=True),
-    Setting("haproxy_bin", "HAPROXY_BIN", parse_required_path, "haproxy binary used for `haproxy -c`."),
-    Setting("template_dir", "RHGEN_TEMPLATE_DIR", parse_file_path, "Folder of your own templates; bundled ones fill the gaps."),
-    Setting("reload_command", "RELOAD_COMMAND", parse_command, "Command run (without a shell) after files were swapped.", security=True),
-    Setting("rancher_api_host", "RANCHER_API_HOST", parse_api_host, "Metadata service: host, host:port or http(s)://host:port."),
-    Setting("rancher_api_version", "RANCHER_API_VERSION", parse_api_version, "Metadata API version."),
-    Setting("rancher_label", "RANCHER_LABEL", parse_label_name, "Routing label; its value is the container port."),
-    Setting("rancher_proxy_label", "RANCHER_PROXY_LABEL", parse_label_name, "Label whose value (send-proxy, send-proxy-v2, ...) ends the server line."),
-    Setting("metadata_connect_timeout", "RHGEN_CONNECT_TIMEOUT", parse_seconds, "Seconds to connect to the metadata service."),
-    Setting("metadata_read_timeout", "RHGEN_READ_TIMEOUT", parse_seconds, "Seconds for a whole metadata answer."),
-    Setting("metadata_retries", "RHGEN_RETRIES", parse_count, "Extra tries when the metadata service refuses, times out or answers 5xx."),
-    Setting("metadata_max_bytes", "RHGEN_MAX_ANSWER_BYTES", parse_bytes, "Largest metadata answer read (e.g. 64M); a bigger one is an error.", security=True),
-    Setting("drop_warning", "RHGEN_DROP_WARNING", parse_percent, "Warn when a run drops more than this share of routed hosts (percent; 100 never warns)."),
-    Setting("disable_metadata", "DISABLE_METADATA", parse_bool, "Read METADATA_FILE instead of the metadata service."),
-    Setting("metadata_file", "METADATA_FILE", parse_file_path, "Answers file (JSON or YAML: containers, self_service_metadata)."),
-    Setting("source", "RHGEN_SOURCE", parse_source, "Where containers come from: rancher, docker, swarm or file (DISABLE_METADATA=true means file)."),
-    Setting("docker_host", "DOCKER_HOST", parse_text, "Docker Engine API: unix:///path/docker.sock or tcp://host:port."),
-    Setting("docker_network", "RHGEN_DOCKER_NETWORK", parse_docker_network, "Docker network whose container IPs are routed to; empty takes each container's first network by name that gives it an IP."),
-    Setting("swarm_endpoint", "RHGEN_SWARM_ENDPOINT", parse_swarm_endpoint, "swarm: route to each running task (tasks) or to the service's virtual IP (vip)."),
-    Setting("swarm_poll", "RHGEN_SWARM_POLL", parse_seconds, "swarm watch: seconds between polls of the tasks (events do not report them)."),
-    Setting("watch_settle", "RHGEN_SETTLE", parse_settle, "watch: seconds without further change before regenerating (bursts give one run)."),
-    Setting("watch_resync", "RHGEN_RESYNC", parse_seconds, "watch: regenerate at least this often, changed or not (safety net)."),
-    Setting("watch_max_wait", "RHGEN_WATCH_MAX_WAIT", parse_max_wait, "watch: seconds one Rancher long poll of /version waits (1-120)."),
-    Setting("haproxy_stats_socket", "HAPROXY_STATS_SOCKET", parse_file_path, "Admin stats socket for reload-free host map and server updates; empty is off.", security=True),
-    Setting("acme_directory", "ACME_DIRECTORY", parse_url, "ACME directory URL (e.g. Let's Encrypt's); empty turns ACME off."),
-    Setting("acme_email", "ACME_EMAIL", parse_text, "Contact e-mail of the ACME account; empty registers without one."),
-    Setting("acme_ca_bundle", "ACME_CA_BUNDLE", parse_file_path, "CA file trusted for the ACME directory's TLS (private or test servers); empty uses the system's.", security=True),
-    Setting("acme_dir", "ACME_DIR", parse_file_path, "Folder of the ACME account key, issued certificates, challenge map and state.", security=True),
-    Setting("acme_renew_days", "ACME_RENEW_DAYS", parse_days, "Renew an ACME certificate when it has fewer days left than this."),
-    Setting("acme_hosts", "ACME_HOSTS", parse_host_patterns, "Routed hosts that get ACME certificates: names or *.suffix; empty is every host no certificate of yours covers."),
-    Setting("acme_max_orders", "ACME_MAX_ORDERS", parse_count, "ACME orders one run places at most (the rest wait for the next run)."),
-    Setting("acme_timeout", "ACME_TIMEOUT", parse_seconds, "Seconds one run spends on ACME orders at most; routing never waits for them."),
-    Setting("health_checks", "RHGEN_HEALTH_CHECKS", parse_bool, "Health-check every server (`check`); a server that fails stops getting requests."),
-    Setting("check_interval", "RHGEN_CHECK_INTERVAL", parse_milliseconds, "Milliseconds between two health checks of a server (haproxy `inter`, 100-60000)."),
-    Setting("check_fall", "RHGEN_CHECK_FALL", parse_check_count, "Failed checks in a row that take a server out (haproxy `fall`)."),
-    Setting("check_rise", "RHGEN_CHECK_RISE", parse_check_count, "Passed checks in a row that bring a server back (haproxy `rise`)."),
-    Setting("server_retries", "RHGEN_SERVER_RETRIES", parse_count, "Tries on another server when a connection to one fails (haproxy `retries`; 0 is off)."),
-    Setting("drain_timeout", "RHGEN_DRAIN_TIMEOUT", parse_drain_timeout, "Seconds a removed server drains its requests before its sessions are shut (0-300)."),
-    Setting("haproxy_master_socket", "HAPROXY_MASTER_SOCKET", parse_required_file_path, "haproxy's master CLI socket: the entrypoint starts haproxy with it, `rhgen reload` talks to it.", security=True),
-    Setting("reload_timeout", "RHGEN_RELOAD_TIMEOUT", parse_seconds, "Seconds `rhgen reload` waits for the haproxy master to report the reload."),
-    Setting("schedule_interval", "RHGEN_INTERVAL", parse_interval, "Seconds between runs of `rhgen schedule`, the entrypoint's plain loop where supercronic is missing."),
-    Setting("retry_max", "RHGEN_RETRY_MAX", parse_seconds, "Longest wait between tries of the first configuration (`rhgen prepare`, `rhgen check --wait`)."),
-    Setting("file_watch", "RHGEN_WATCH", parse_file_watch, "`rhgen watch-files` (haproxy-only mode): auto, inotify or poll."),
-    Setting("poll_interval", "RHGEN_POLL_INTERVAL", parse_seconds, "`rhgen watch-files`: seconds between polls of the generated files."),
-    Setting("syslog_host", "SYSLOG_HOST", parse_syslog_host, "Send haproxy logs to this syslog host[:port]."),
-    Setting("syslog_facility", "SYSLOG_FACILITY", parse_facility, "Syslog facility of haproxy logs."),
-)
+def _table() -> tuple[Setting, ...]:
+    types = typing.get_type_hints(Settings)
+    return tuple(
+        Setting(field.name, types[field.name], *field.metadata["setting"])
+        for field in dataclasses.fields(Settings)
+        if "setting" in field.metadata
+    )
 
+
+SETTINGS: tuple[Setting, ...] = _table()
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
-PATH_SETTINGS = {
-    "haproxy_master_socket", "haproxy_config", "haproxy_backend_config", "haproxy_domain_map", "haproxy_ssl_cert",
-    "haproxy_ssl_cert_dir", "haproxy_ssl_crt_list",
-    "template_dir", "metadata_file", "haproxy_stats_socket", "acme_ca_bundle", "acme_dir",
-}
-
-Settings = dataclasses.make_dataclass(
-    "Settings",
-    [(s.name, Any) for s in SETTINGS] + [("origin", dict, dataclasses.field(default_factory=dict, compare=False, repr=False))],
-    frozen=True,
-    namespace={"__doc__": "Every setting after merging and validation; `origin` says where each value came from."},
-)
-
+PATH_SETTINGS = frozenset(s.name for s in SETTINGS if s.kind in PATH_KINDS)
+DEFAULTS: dict[str, Any] = {s.name: s.default for s in SETTINGS}
 
 _PLAIN_DECIMAL = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
 
@@ -507,24 +259,31 @@ def read_yaml_file(path: Path) -> dict[str, Any]:
     return data
 
 
+
 def load_settings(
     override_file: str | None = None,
     environ: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
     renders: bool = True,
-) -> Any:
+) -> Settings:
+    """Read the environment (RHGEN_CONFIG and each setting's variable), then merge as `merge` does."""
+    environ = os.environ if environ is None else environ
+    if override_file is None:
+        override_file = environ.get("RHGEN_CONFIG") or None
+    return merge(override_file, {s.name: environ[s.env] for s in SETTINGS if s.env in environ}, flags or {}, renders)
+
+
+def merge(
+    override_file: str | None, from_environment: Mapping[str, Any], from_flags: Mapping[str, Any], renders: bool = True
+) -> Settings:
     """Merge the four layers and validate every value; raise SettingsError naming the first bad one.
     renders=False: for commands that only check and reload the files in service (the haproxy
     container of the sidekick layout), where STACK_DOMAIN, needed only to render, may be unset."""
-    environ = os.environ if environ is None else environ
-    flags = flags or {}
-    layers: list[tuple[str, Mapping[str, Any]]] = [("defaults.yml", bundled_defaults())]
-    if override_file is None:
-        override_file = environ.get("RHGEN_CONFIG") or None
+    layers: list[tuple[str, Mapping[str, Any]]] = [("defaults.yml", DEFAULTS)]
     if override_file:
         layers.append((f"settings file {override_file}", read_yaml_file(Path(override_file))))
-    layers.append(("environment", {s.name: environ[s.env] for s in SETTINGS if s.env in environ}))
-    layers.append(("command line", {k: v for k, v in flags.items() if v is not None}))
+    layers.append(("environment", from_environment))
+    layers.append(("command line", {k: v for k, v in from_flags.items() if v is not None}))
 
     values: dict[str, Any] = {}
     origin: dict[str, str] = {}
@@ -543,7 +302,7 @@ def load_settings(
             if raw is None:
                 raise SettingsError(
                     f"setting {setting.env} is required: set it in the environment, "
-                    f"as {flag_name(setting.name)} or as {setting.name} in a settings file"
+                    f"as {setting.flag} or as {setting.name} in a settings file"
                 ) from None
             shown = "(hidden)" if setting.secret else quoted(raw)
             raise SettingsError(
@@ -559,7 +318,7 @@ def load_settings(
     return settings
 
 
-def _check_together(settings: Any) -> None:
+def _check_together(settings: Settings) -> None:
     if settings.enable_ssl_redirection and not settings.enable_ssl:
         raise SettingsError("setting ENABLE_SSL_REDIRECTION needs ENABLE_SSL=true (nothing would answer on HTTPS)")
     if settings.disable_metadata and not settings.metadata_file:
@@ -593,13 +352,7 @@ def _check_together(settings: Any) -> None:
         if port in seen:
             raise SettingsError(f"settings {seen[port]} and {env} both use port {port}")
         seen[port] = env
-    paths = {
-        "HAPROXY_CONFIG": settings.haproxy_config,
-        "HAPROXY_BACKEND_CONFIG": settings.haproxy_backend_config,
-        "HAPROXY_DOMAIN_MAP": settings.haproxy_domain_map,
-        "HAPROXY_SSL_CERT": settings.haproxy_ssl_cert,
-        "HAPROXY_SSL_CRT_LIST": settings.haproxy_ssl_crt_list,
-    }
+    paths = {s.env: getattr(settings, s.name) for s in SETTINGS if s.kind is Kind.OUTPUT}
     seen_paths: dict[str, str] = {}
     for env, path in paths.items():
         resolved = os.path.abspath(path)
@@ -612,7 +365,7 @@ def _check_together(settings: Any) -> None:
 DEFAULT_STATS_PASSWORD = "haproxy"  # nosec B105
 
 
-def settings_warnings(settings: Any) -> list[str]:
+def settings_warnings(settings: Settings) -> list[str]:
     """Settings that work but should not stay as they are; logged at every start."""
     found = []
     if settings.enable_stats and settings.stats_password == DEFAULT_STATS_PASSWORD:
@@ -622,19 +375,3 @@ def settings_warnings(settings: Any) -> list[str]:
         )
     return found
 
-
-def flag_name(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-@functools.cache
-def bundled_defaults() -> dict[str, Any]:
-    return read_yaml_file(resources.defaults_file())
-
-
-def describe(setting: Setting) -> str:
-    """Help text of one setting: meaning, env var and bundled default."""
-    default = bundled_defaults().get(setting.name)
-    shown = "none" if default in (None, "") else str(default).lower() if isinstance(default, bool) else default
-    security = " Security-relevant." if setting.security else ""
-    return f"{setting.help}{security} [env {setting.env}; default {shown}]"
