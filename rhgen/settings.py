@@ -24,7 +24,7 @@ try:  # the C build of the safe loader: same documents, a fifth of the start-up 
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
     from yaml import SafeLoader  # type: ignore[assignment]
 
-from . import resources
+from . import resources, sources
 from .errors import SettingsError
 from .messages import shown as quoted
 from .names import is_hostname, normalise_hostname
@@ -336,7 +336,7 @@ def parse_drain_timeout(raw: Any) -> float:
 parse_syslog_host = _optional_matching(r"[A-Za-z0-9_.:\[\]-]+", "is not a host or host:port")
 
 
-SOURCES = ("rancher", "docker", "swarm", "file")
+SOURCES = sources.NAMES  # the registry's names
 SWARM_ENDPOINTS = ("tasks", "vip")
 
 _FACILITIES = {
