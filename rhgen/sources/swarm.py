@@ -96,7 +96,7 @@ def _service(service: Any, index: int, tasks: dict[str, list[dict[str, Any]]], n
     base = Container(name=name, uuid="", stack=stack, service=service_name or name, ip=None, state="", health=None,
                      labels=text, bad_labels=bad_labels)
     if settings.swarm_endpoint == "vip":
-        return [_vip(service, base, name, what, tasks.get(service["ID"], []), networks, settings.docker_network)]
+        return [_vip(service, base, what, tasks.get(service["ID"], []), networks, settings.docker_network)]
     results: list[Container | Skipped] = []
     for task in sorted(tasks.get(service["ID"], []), key=lambda t: (_slot(t), str(t.get("ID")))):
         results.append(_task(task, base, name, settings.docker_network))
@@ -124,7 +124,7 @@ def _task(task: dict[str, Any], base: Container, service: str, wanted: str) -> C
     return Skipped(f"task {name!r}", reason) if reason else replace(container, ip=ip)
 
 
-def _vip(service: dict[str, Any], base: Container, name: str, what: str, tasks: list[dict[str, Any]],
+def _vip(service: dict[str, Any], base: Container, what: str, tasks: list[dict[str, Any]],
          networks: dict[str, str], wanted: str) -> Container | Skipped:
     endpoint = service.get("Endpoint") if isinstance(service.get("Endpoint"), dict) else {}
     attached = {}
