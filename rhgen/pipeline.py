@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import apply, fingerprint, runtime, sources
 from .errors import ApplyError
-from .model import Routing, SourceData, build_routing, incumbents_from
+from .model import Routing, SourceData
+from .routing import build_routing, incumbents_from
 from .settings import settings_warnings
 
 if TYPE_CHECKING:

@@ -24,6 +24,7 @@ try:  # the C build of the safe loader: same documents, a fifth of the start-up 
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
     from yaml import SafeLoader  # type: ignore[assignment]
 
+from . import sources
 from .errors import SettingsError
 from .messages import shown as quoted
 from .validators import (  # one validator per setting, named in the table below
@@ -111,7 +112,7 @@ def _setting(env: str, parse: Callable[[Any], Any], default: Any, help: str, kin
     return dataclasses.field(metadata={"setting": (env, parse, default, help, kind, security)})
 
 
-SOURCES = ("rancher", "docker", "swarm", "file")
+SOURCES = sources.NAMES  # the registry's names
 SWARM_ENDPOINTS = ("tasks", "vip")
 
 

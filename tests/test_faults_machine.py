@@ -24,7 +24,7 @@ import trustme
 
 from helpers import MetadataServer, container, free_port, make_target
 from rhgen import apply, pipeline, render, sources
-from rhgen.model import build_routing
+from rhgen.routing import build_routing
 from rhgen.settings import load_settings
 from test_tls_certificates import chain_pem, key_pem
 from test_generate import (  # noqa: F401 - live is a fixture

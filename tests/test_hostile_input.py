@@ -27,10 +27,11 @@ from hypothesis import assume, given, settings as hypothesis_settings, strategie
 from helpers import DOMAIN, LABEL, PROXY_LABEL, container, raw_request
 from rhgen import render
 from rhgen.errors import RhgenError
-from rhgen.model import PROXY_KEYWORDS, ROUTABLE_HEALTH, Routing, SourceData, build_routing, incumbents_from
+from rhgen.model import PROXY_KEYWORDS, ROUTABLE_HEALTH, Routing, SourceData
+from rhgen.routing import build_routing, incumbents_from
 from rhgen.names import is_hostname
 from rhgen.settings import load_settings
-from rhgen.sources import source_data
+from rhgen.sources.answers import source_data
 
 HOSTILE = "Hostile input"
 

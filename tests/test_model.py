@@ -1,4 +1,4 @@
-"""rhgen.model.build_routing from small dicts: what routes, what is skipped and why."""
+"""rhgen.routing.build_routing from small dicts: what routes, what is skipped and why."""
 
 from __future__ import annotations
 
@@ -7,21 +7,22 @@ import random
 import pytest
 
 from helpers import DOMAIN, LABEL, PROXY_LABEL, container
-from rhgen.model import Incumbents, SourceData, build_routing, containers_from_json, incumbents_from
+from rhgen.model import Incumbents, SourceData
+from rhgen.routing import build_routing, incumbents_from
+from rhgen.sources.answers import aliases_from, containers_from_json
 from rhgen.render import environment
 from rhgen.settings import load_settings
 
 
 def routing_of(items, aliases=None, proxy_label=PROXY_LABEL, incumbents=Incumbents()):
     containers, skipped = containers_from_json(items)
-    metadata = {} if aliases is None else {"aliases": aliases}
-    return build_routing(SourceData(containers, metadata, skipped), DOMAIN, LABEL, proxy_label, incumbents)
+    parsed, alias_skipped = aliases_from({} if aliases is None else {"aliases": aliases})
+    return build_routing(SourceData(containers, parsed, skipped, alias_skipped), DOMAIN, LABEL, proxy_label, incumbents)
 
 
 def live_files_of(routing) -> Incumbents:
     """The incumbents of the files this routing renders to (the bundled templates)."""
-    env = environment()
-    settings = load_settings(None, {"STACK_DOMAIN": DOMAIN}, {})
+    env, settings = environment(), load_settings(None, {"STACK_DOMAIN": DOMAIN}, {})
     return incumbents_from(
         env.get_template("domain.map.j2").render(routing=routing, settings=settings).encode(),
         env.get_template("backends.cfg.j2").render(routing=routing, settings=settings).encode(),

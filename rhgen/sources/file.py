@@ -13,15 +13,17 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from ..errors import SourceError
 from ..model import SourceData
-from . import source_data
+from .answers import source_data
 
 
-def fetch(path: str) -> SourceData:
+def fetch(settings: Any) -> SourceData:
+    path = settings.metadata_file
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -49,8 +51,9 @@ def _signature(path: str) -> tuple[int, int, int, int] | None:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def watch(path: str, notify: Callable[[], None], stop: threading.Event) -> None:
+def watch(settings: Any, notify: Callable[[], None], stop: threading.Event) -> None:
     """Call notify() whenever the file is written, replaced, created or removed."""
+    path = settings.metadata_file
     last = _signature(path)
     while not stop.wait(POLL_INTERVAL):
         current = _signature(path)

@@ -1,5 +1,4 @@
-"""Docker Swarm mode source: services and their tasks from a manager's API, in the shape the Rancher
-source delivers.
+"""Docker Swarm mode source: services and their tasks from a manager's API, as model Containers.
 
 A service is routed when its own labels (Spec.Labels; compose `deploy.labels`) carry the routing
 label. Stack = label com.docker.stack.namespace (set by `docker stack deploy`), else the service
@@ -17,19 +16,20 @@ RHGEN_SWARM_POLL seconds as well.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import requests
 
 from ..errors import SourceError
-from ..model import SourceData, Skipped
-from . import docker, rancher, source_data
+from ..model import Container, Skipped, SourceData, text_labels
+from . import engine
+from .http import get_json
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ RUNNING = json.dumps({"desired-state": ["running"]})
 
 def fetch(settings: Any) -> SourceData:
     where = f"swarm {settings.docker_host}"
-    with docker._session(settings) as (session, root):
-        _require_manager(rancher.get_json(session, f"{root}/info", settings, what=f"{where} /info"), where)
+    with engine.session(settings) as (session, root):
+        _require_manager(get_json(session, f"{root}/info", settings, what=f"{where} /info"), where)
         networks = _listed(session, root, settings, where, "networks")
         services = _listed(session, root, settings, where, "services")
         tasks = _listed(session, root, settings, where, "tasks", filters=RUNNING)
@@ -50,13 +50,12 @@ def fetch(settings: Any) -> SourceData:
     for task in tasks:
         if isinstance(task, dict) and isinstance(task.get("ServiceID"), str):
             by_service.setdefault(task["ServiceID"], []).append(task)
-    containers: list[dict[str, Any]] = []
+    containers: list[Container] = []
     skipped: list[Skipped] = []
     for index, service in enumerate(services):
         for result in _service(service, index, by_service, names, settings):
             (skipped if isinstance(result, Skipped) else containers).append(result)
-    data = source_data(containers, {}, where)
-    return dataclasses.replace(data, skipped=data.skipped + tuple(skipped))
+    return SourceData(tuple(containers), skipped=tuple(skipped))
 
 
 def _require_manager(info: Any, where: str) -> None:
@@ -68,15 +67,15 @@ def _require_manager(info: Any, where: str) -> None:
 
 
 def _listed(session: requests.Session, root: str, settings: Any, where: str, kind: str, **params: str) -> list[Any]:
-    answer = rancher.get_json(session, f"{root}/{kind}", settings, what=f"{where} /{kind}", **params)
+    answer = get_json(session, f"{root}/{kind}", settings, what=f"{where} /{kind}", **params)
     if not isinstance(answer, list):
         raise SourceError(f"{where}: /{kind} is not a list")
     return answer
 
 
 def _service(service: Any, index: int, tasks: dict[str, list[dict[str, Any]]], networks: dict[str, str],
-             settings: Any) -> list[dict[str, Any] | Skipped]:
-    """The Rancher-shaped containers of one service (its tasks, or its VIP), or why it has none."""
+             settings: Any) -> list[Container | Skipped]:
+    """The containers of one service (its tasks, or its VIP), or why it has none."""
     if not isinstance(service, dict) or not isinstance(service.get("ID"), str):
         return [Skipped(f"swarm services[{index}]", "is not a service object")]
     spec = service.get("Spec") if isinstance(service.get("Spec"), dict) else {}
@@ -91,30 +90,29 @@ def _service(service: Any, index: int, tasks: dict[str, list[dict[str, Any]]], n
         where = "on its containers, not on the service (compose: deploy.labels)" if on_containers else "(compose: deploy.labels)"
         return [Skipped(what, f"has no service label {label} {where}", warn=on_containers)]
     stack = labels.get(STACK_LABEL) if isinstance(labels.get(STACK_LABEL), str) and labels[STACK_LABEL] else name
-    base = {
-        "stack_name": stack,
-        "service_name": name[len(stack) + 1:] if name.startswith(f"{stack}_") else name,
-        "health_state": None,
-        "labels": labels,
-    }
+    text, bad_labels = text_labels(labels)
+    # What the containers of this service share; each task (or the VIP) fills in the rest.
+    service_name = name[len(stack) + 1:] if name.startswith(f"{stack}_") else ""
+    base = Container(name=name, uuid="", stack=stack, service=service_name or name, ip=None, state="", health=None,
+                     labels=text, bad_labels=bad_labels)
     if settings.swarm_endpoint == "vip":
-        return [_vip(service, base, name, what, tasks.get(service["ID"], []), networks, settings.docker_network)]
-    results: list[dict[str, Any] | Skipped] = []
+        return [_vip(service, base, what, tasks.get(service["ID"], []), networks, settings.docker_network)]
+    results: list[Container | Skipped] = []
     for task in sorted(tasks.get(service["ID"], []), key=lambda t: (_slot(t), str(t.get("ID")))):
         results.append(_task(task, base, name, settings.docker_network))
     return results
 
 
-def _task(task: dict[str, Any], base: dict[str, Any], service: str, wanted: str) -> dict[str, Any] | Skipped:
+def _task(task: dict[str, Any], base: Container, service: str, wanted: str) -> Container | Skipped:
     task_id = task.get("ID") if isinstance(task.get("ID"), str) else ""
     # The name docker gives the task's container: <service>.<slot> (replicated) or <service>.<node> (global).
     slot = _slot(task) or (task.get("NodeID") if isinstance(task.get("NodeID"), str) else "")
     name = f"{service}.{slot}.{task_id[:12]}" if slot else f"{service}.{task_id[:12]}"
     status = task.get("Status") if isinstance(task.get("Status"), dict) else {}
     state = status.get("State") if isinstance(status.get("State"), str) and status.get("State") else "unknown"
-    container = {**base, "name": name, "uuid": task_id[:12] or name, "state": state, "primary_ip": None}
+    container = replace(base, name=name, uuid=task_id[:12] or name, state=state)
     if state != "running":
-        return container  # the model says why it gets no traffic
+        return container  # routing says why it gets no traffic
     attached: dict[str, tuple[str, str]] = {}  # name -> (id, address)
     for attachment in _list(task.get("NetworksAttachments")):
         network = attachment.get("Network") if isinstance(attachment, dict) and isinstance(attachment.get("Network"), dict) else {}
@@ -123,11 +121,11 @@ def _task(task: dict[str, Any], base: dict[str, Any], service: str, wanted: str)
         if isinstance(spec.get("Name"), str) and not spec.get("Ingress") and spec["Name"] != "ingress":
             attached[spec["Name"]] = (str(network.get("ID", "")), _ip(addresses[0] if addresses else None))
     ip, reason = _pick(attached, wanted)
-    return Skipped(f"task {name!r}", reason) if reason else {**container, "primary_ip": ip}
+    return Skipped(f"task {name!r}", reason) if reason else replace(container, ip=ip)
 
 
-def _vip(service: dict[str, Any], base: dict[str, Any], name: str, what: str, tasks: list[dict[str, Any]],
-         networks: dict[str, str], wanted: str) -> dict[str, Any] | Skipped:
+def _vip(service: dict[str, Any], base: Container, what: str, tasks: list[dict[str, Any]],
+         networks: dict[str, str], wanted: str) -> Container | Skipped:
     endpoint = service.get("Endpoint") if isinstance(service.get("Endpoint"), dict) else {}
     attached = {}
     for vip in _list(endpoint.get("VirtualIPs")):
@@ -142,8 +140,7 @@ def _vip(service: dict[str, Any], base: dict[str, Any], name: str, what: str, ta
     if reason:
         return Skipped(what, reason)
     running = any(isinstance(t.get("Status"), dict) and t["Status"].get("State") == "running" for t in tasks)
-    return {**base, "name": name, "uuid": service["ID"][:12], "state": "running" if running else "without running tasks",
-            "primary_ip": ip}
+    return replace(base, uuid=service["ID"][:12], state="running" if running else "without running tasks", ip=ip)
 
 
 def _slot(task: dict[str, Any]) -> int:
@@ -180,7 +177,7 @@ def _pick(attached: dict[str, tuple[str, str]], wanted: str) -> tuple[str | None
 def digest(settings: Any) -> str:
     """A fingerprint of what the task poll watches: running tasks, their state and addresses."""
     where = f"swarm {settings.docker_host}"
-    with docker._session(settings) as (session, root):
+    with engine.session(settings) as (session, root):
         tasks = _listed(session, root, settings, where, "tasks", filters=RUNNING)
     seen = sorted(
         (str(t.get("ID")), json.dumps(t.get("Status", {}).get("State") if isinstance(t.get("Status"), dict) else None),
@@ -202,7 +199,7 @@ def watch(settings: Any, notify: Callable[[], None], stop: threading.Event) -> N
             current = digest(settings)
         except (SourceError, requests.RequestException) as exc:
             failures += 1
-            docker._pause(where, str(exc), failures, stop)
+            engine.pause(where, str(exc), failures, stop)
             continue
         if failures:
             log.warning("%s: answering again", where)
@@ -219,9 +216,9 @@ def _follow_events(settings: Any, notify: Callable[[], None], stop: threading.Ev
     failures = 0
     while not stop.is_set():
         try:
-            with docker._session(settings) as (session, root), session.get(
+            with engine.session(settings) as (session, root), session.get(
                 f"{root}/events", params={"filters": filters}, stream=True,
-                timeout=(settings.metadata_connect_timeout, docker.EVENTS_IDLE_SECONDS),
+                timeout=(settings.metadata_connect_timeout, engine.EVENTS_IDLE_SECONDS),
             ) as answer:
                 if answer.status_code != 200:
                     raise SourceError(f"HTTP {answer.status_code}")
@@ -233,6 +230,6 @@ def _follow_events(settings: Any, notify: Callable[[], None], stop: threading.Ev
                         notify()
         except (requests.RequestException, SourceError) as exc:
             failures += 1
-            docker._pause(where, str(exc) or exc.__class__.__name__, failures, stop)
+            engine.pause(where, str(exc) or exc.__class__.__name__, failures, stop)
             continue
         stop.wait(1.0)  # the stream ended (idle timeout, daemon restart): reopen; the task poll covers the gap
