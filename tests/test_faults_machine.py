@@ -146,6 +146,36 @@ def test_full_disk_under_one_file_swaps_none_of_them(metadata_server, run_rhgen,
     reliability(MACHINE, "full disk under one of the files", held="no file swapped (all staged first); " + HELD)
 
 
+def test_a_write_that_fails_before_any_rename_owes_no_reload(metadata_server, run_rhgen, tmp_path, mount, reliability):
+    # Only domain.map changes (an alias) and its file system is full: the swap fails staging its
+    # first file, nothing is renamed, so no reload is owed. (It used to leave the reload-pending
+    # marker behind, and a later run with nothing to change reloaded haproxy for nothing.)
+    target = make_target(tmp_path / "live", metadata_server)
+    map_folder = mount(tmp_path / "maps")
+    reloads = tmp_path / "reloads"
+    env = {
+        **target.env, "HAPROXY_DOMAIN_MAP": str(map_folder / "domain.map"),
+        "RELOAD_COMMAND": str(script(tmp_path / "reload", f"echo reload >> {reloads}\n")),
+    }
+    metadata_server.containers(APP1)
+    assert run_rhgen(["generate"], env).returncode == 0
+    reloads.unlink()
+    fill(map_folder)
+    metadata_server.service_metadata({"aliases": {"app1": ["www"]}})
+
+    result = run_rhgen(["generate"], env)
+
+    assert result.returncode == 1
+    assert error_lines(result) == [f"rhgen: error: {map_folder / 'domain.map'}: cannot write (disk full)"], result.stderr
+    assert not reload_pending(str(target.backends))
+    metadata_server.service_metadata({})  # the alias goes again: nothing to change, nothing to reload
+    again = run_rhgen(["generate"], env)
+    assert again.returncode == 0 and again.stdout.endswith("no change\n"), again.stdout + again.stderr
+    assert not reloads.exists()
+    reliability(MACHINE, "full disk under the only changed file (the first one staged)",
+                held=HELD + "; no reload owed, none run afterwards")
+
+
 def test_read_only_folder_is_a_clear_error_and_no_change_still_passes(
     metadata_server, run_rhgen, tmp_path, mount, reliability
 ):
