@@ -18,7 +18,6 @@ ACME_DIR/
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import logging
@@ -92,13 +91,7 @@ def prepare(settings: Any) -> None:
 
 def _write_secret(path: str, content: bytes) -> None:
     """Atomically, mode 0600 whatever the file had before: it holds a private key."""
-    temp = files.stage(path, content, 0o600, secret=True)
-    try:
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+    files.write_atomically(path, content, 0o600, secret=True)
 
 
 def read_state(settings: Any) -> dict[str, HostState]:

@@ -72,9 +72,9 @@ def stage(path: str, content: bytes, mode: int, secret: bool = False) -> str:
     return temp
 
 
-def write_atomically(path: str, content: bytes, mode: int = 0o644) -> None:
+def write_atomically(path: str, content: bytes, mode: int = 0o644, secret: bool = False) -> None:
     """One file: stage, rename over the target, fsync the folder."""
-    temp = stage(path, content, mode)
+    temp = stage(path, content, mode, secret)
     try:
         os.replace(temp, path)
     except BaseException:
