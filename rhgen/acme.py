@@ -18,7 +18,6 @@ ACME_DIR/
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import logging
@@ -29,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, apply, runtime
+from . import __version__, files, lock, reloads, runtime
 from .certs import covers
 from .errors import AcmeError, ApplyError, RhgenError, RuntimeApiError
 
@@ -85,20 +84,14 @@ def prepare(settings: Any) -> None:
     try:
         os.makedirs(cert_folder(settings), mode=0o700, exist_ok=True)
         if not os.path.exists(challenge_map(settings)):
-            apply.write_atomically(challenge_map(settings), b"", 0o644)
+            files.write_atomically(challenge_map(settings), b"", 0o644)
     except OSError as exc:
         raise RhgenError(f"ACME_DIR {settings.acme_dir}: cannot prepare ({exc.strerror})") from None
 
 
 def _write_secret(path: str, content: bytes) -> None:
     """Atomically, mode 0600 whatever the file had before: it holds a private key."""
-    temp = apply.stage(path, content, 0o600, secret=True)
-    try:
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+    files.write_atomically(path, content, 0o600, secret=True)
 
 
 def read_state(settings: Any) -> dict[str, HostState]:
@@ -128,7 +121,7 @@ def write_state(settings: Any, state: dict[str, HostState]) -> None:
             for host, item in sorted(state.items())
         }
     }
-    apply.write_atomically(state_path(settings), (json.dumps(data, indent=2) + "\n").encode(), 0o600)
+    files.write_atomically(state_path(settings), (json.dumps(data, indent=2) + "\n").encode(), 0o600)
 
 
 def backoff(failures: int) -> float:
@@ -193,7 +186,7 @@ def run(settings: Any, routing: Routing, tls: Tls | None, live_crt_list: bytes |
     One run at a time per ACME_DIR (the schedule and `rhgen watch` may overlap): a second waits
     at most ACME_TIMEOUT, then leaves the orders to the next run."""
     try:
-        with apply.exclusive_lock(state_path(settings), timeout=settings.acme_timeout):
+        with lock.exclusive_lock(state_path(settings), timeout=settings.acme_timeout):
             return _run(settings, routing, tls, live_crt_list)
     except ApplyError as exc:
         log.warning("ACME: %s; orders wait for the next run", exc)
@@ -389,7 +382,7 @@ def _map_file_entries(settings: Any) -> dict[str, str]:
 
 def _write_map(settings: Any, entries: dict[str, str]) -> None:
     text = "".join(f"{key} {value}\n" for key, value in sorted(entries.items()))
-    apply.write_atomically(challenge_map(settings), text.encode("ascii"), 0o644)
+    files.write_atomically(challenge_map(settings), text.encode("ascii"), 0o644)
 
 
 def _publish(settings: Any, key_name: str, validation: str) -> None:
@@ -405,7 +398,7 @@ def _publish(settings: Any, key_name: str, validation: str) -> None:
         if answer.strip():
             raise AcmeError(f"runtime API `add map {path}`: {answer.strip().splitlines()[0]}")
     elif settings.reload_command:  # without the runtime API only a reload makes haproxy read the map
-        apply.run_reload(settings.reload_command, settings.haproxy_backend_config)
+        reloads.reload(settings.reload_command, settings.haproxy_backend_config)
     else:
         raise AcmeError("haproxy cannot learn the challenge: set HAPROXY_STATS_SOCKET (or RELOAD_COMMAND)")
 

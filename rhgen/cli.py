@@ -112,22 +112,7 @@ def generate(settings: Any, dry_run: bool, allow_empty: bool) -> None:
     outcome = run(settings, dry_run=dry_run, allow_empty=allow_empty)
     if dry_run and outcome.diff:
         click.echo(outcome.diff, nl=False)
-    click.echo(_summary(outcome, dry_run))
-
-
-def _summary(outcome: Any, dry_run: bool = False) -> str:
-    routing = outcome.routing
-    summary = f"{len(routing.routes)} hosts → {len(routing.backends)} backends, {routing.server_count} servers; "
-    if outcome.changed:
-        names = ", ".join(os.path.basename(p) for p in outcome.changed)
-        summary += f"{'would change' if dry_run else 'changed'}: {names}"
-    else:
-        summary += "no change"
-    if outcome.reloaded:
-        summary += "; reloaded"
-    if outcome.runtime_api:
-        summary += "; applied through the runtime API, no reload"
-    return summary
+    click.echo(outcome.summary(dry_run))
 
 
 @main.command()
@@ -142,34 +127,9 @@ def watch(settings: Any, allow_empty: bool) -> None:
     RHGEN_RESYNC seconds a run happens anyway. With HAPROXY_STATS_SOCKET, host-map-only
     changes go through HAProxy's runtime API instead of a reload.
     """
-    from . import apply, runtime
-    from . import watch as watching
-    from .pipeline import generate as run
-    from .sources import kind
+    from .watch import generate_on_change
 
-    counts = {"reloads": 0, "runtime": 0}
-
-    def cycle() -> bool:
-        try:
-            outcome = run(settings, allow_empty=allow_empty)
-            if not outcome.changed:
-                runtime.repair_drift(settings, settings.haproxy_domain_map, apply.read_live(settings.haproxy_domain_map))
-        except RhgenError as exc:
-            click.echo(printable(f"rhgen: error: {exc}; the configuration in service stays", lines=True), err=True)
-            return False
-        counts["reloads"] += outcome.reloaded
-        counts["runtime"] += outcome.runtime_api
-        if outcome.changed:
-            click.echo(_summary(outcome))
-        return True
-
-    click.echo(f"rhgen: watching the {kind(settings)} source", err=True)
-    runs = watching.run(settings, cycle)
-    click.echo(
-        f"rhgen: watch stopped after {runs} runs: {counts['reloads']} reloads, "
-        f"{counts['runtime']} map updates through the runtime API without a reload",
-        err=True,
-    )
+    generate_on_change(settings, allow_empty, click.echo)
 
 
 @main.command()
@@ -177,7 +137,7 @@ def watch(settings: Any, allow_empty: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
 def routes(settings: Any, as_json: bool) -> None:
     """Show host → backend → servers, and the containers that get no traffic, with the reason."""
-    from .pipeline import fetch_routing
+    from .plan import fetch_routing
 
     _, routing = fetch_routing(settings)
     backends = {b.name: b for b in routing.backends}
@@ -210,7 +170,7 @@ def certs(settings: Any, as_json: bool) -> None:
     """Show, per routed host, the certificate that serves it (issuer, expiry) and its ACME state."""
     from . import acme
     from .certs import covers, serving
-    from .pipeline import fetch_routing, load_tls
+    from .plan import fetch_routing, load_tls
 
     source, routing = fetch_routing(settings)
     tls = load_tls(settings, source, routing)
@@ -281,14 +241,14 @@ def check(settings: Any, wait: bool) -> None:
     Files a rhgen run is swapping are read once the swap is complete. The haproxy-only mode of
     the entrypoint runs `rhgen check --wait` before it starts haproxy.
     """
-    from . import apply, haproxy_control, loops
+    from . import haproxy_control, lock, loops
     from .settings import settings_warnings
 
     for warning in settings_warnings(settings):
         log.warning("%s", warning)
 
     def step() -> None:
-        with apply.shared_lock(settings.haproxy_backend_config):
+        with lock.shared_lock(settings.haproxy_backend_config):
             haproxy_control.check_live(settings)
 
     if not wait:
@@ -314,7 +274,7 @@ def prepare(settings: Any) -> None:
     first = dataclasses.replace(settings, reload_command="")
 
     def step() -> None:
-        click.echo(_summary(run(first)))
+        click.echo(run(first).summary())
         haproxy_control.check_live(first)
 
     loops.until_ready(step, settings, _say)

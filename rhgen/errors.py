@@ -39,3 +39,7 @@ class RuntimeApiError(RhgenError):
 
 class AcmeError(RhgenError):
     """An ACME order (or the ACME server) failed: a warning, the host is retried later, routing is untouched."""
+
+
+class SwapUndone(ApplyError):
+    """A swap failed before its last rename and put back every file it had replaced: the set in service is the old one."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__, apply, resources
+from . import __version__, files, resources
 from .settings import SETTINGS, Kind
 
 log = logging.getLogger(__name__)
@@ -104,8 +104,8 @@ def write_stamp(anchor: str, stamp: Stamp) -> None:
     text = "\n".join([stamp.inputs, stamp.outputs, str(stamp.recheck_after), config, *stamp.paths]) + "\n"
     if old == stamp:
         return
-    try:  # apply's temp names: the ones a later run cleans up after a kill
-        apply.write_atomically(path, text.encode("utf-8"))
+    try:  # rhgen's temp names: the ones a later run cleans up after a kill
+        files.write_atomically(path, text.encode("utf-8"))
     except OSError as exc:  # only the next run's speed depends on it
         log.warning("%s: cannot write (%s); the next run takes the full path", path, exc.strerror)
 

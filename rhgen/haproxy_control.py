@@ -14,7 +14,7 @@ import socket
 import time
 from typing import Any
 
-from . import apply
+from . import check, files, lock
 from .errors import ApplyError, ReloadError
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def watched_files(settings: Any) -> list[str]:
     rewrites after every swap (a renewed certificate in a folder changes only crt-list.txt)."""
     return [
         settings.haproxy_config, settings.haproxy_backend_config, settings.haproxy_domain_map,
-        settings.haproxy_ssl_cert, apply.generation_path(settings.haproxy_backend_config),
+        settings.haproxy_ssl_cert, lock.generation_path(settings.haproxy_backend_config),
     ]
 
 
@@ -45,7 +45,7 @@ def fingerprint(settings: Any) -> str:
     """A digest of every watched file (missing ones count as missing)."""
     digest = hashlib.sha256()
     for path in watched_files(settings):
-        content = apply.read_live(path)
+        content = files.read_live(path)
         digest.update(b"missing" if content is None else hashlib.sha256(content).digest())
     return digest.hexdigest()
 
@@ -61,13 +61,13 @@ def prepare_start(settings: Any) -> None:
     folder = os.path.dirname(settings.haproxy_master_socket)
     try:
         os.makedirs(folder, exist_ok=True)
-        apply.write_atomically(loaded_marker(settings), fingerprint(settings).encode())
+        files.write_atomically(loaded_marker(settings), fingerprint(settings).encode())
     except OSError as exc:
         raise ApplyError(f"{folder}: cannot prepare haproxy's master socket folder ({exc.strerror})") from None
 
 
 def read_loaded(settings: Any) -> str | None:
-    content = apply.read_live(loaded_marker(settings))
+    content = files.read_live(loaded_marker(settings))
     return content.decode() if content else None
 
 
@@ -76,7 +76,7 @@ def check_live(settings: Any) -> None:
     missing = [p for p in (settings.haproxy_config, settings.haproxy_backend_config) if not os.path.isfile(p)]
     if missing:
         raise ApplyError(f"no configuration yet ({', '.join(missing)})")
-    apply.haproxy_check(settings.haproxy_bin, settings.haproxy_config, settings.haproxy_backend_config,
+    check.haproxy_check(settings.haproxy_bin, settings.haproxy_config, settings.haproxy_backend_config,
                         settings.haproxy_config)
 
 
@@ -138,6 +138,6 @@ def reload(settings: Any) -> None:
 def reload_locked(settings: Any) -> None:
     """A reload of files another process writes (the sidekick layout): read and checked under a
     shared hold on rhgen's lock, so never half of a swap."""
-    with apply.shared_lock(settings.haproxy_backend_config):
+    with lock.shared_lock(settings.haproxy_backend_config):
         reload(settings)
 

@@ -6,7 +6,8 @@ quiet for RHGEN_SETTLE seconds (at most MAX_SETTLE_FACTOR settle windows after t
 change), so fifty containers starting together give one run and one reload. A failed run
 leaves the files in service untouched and is retried with backoff (at most 2 s); every RHGEN_RESYNC seconds
 a run happens anyway, as a safety net for a missed change. SIGTERM and SIGINT end the loop
-after the current run.
+after the current run. `generate_on_change` is what `rhgen watch` runs: generate per cycle,
+a repair of the live map when nothing changed, one line per change.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from . import sources
+from .errors import RhgenError
+from .files import read_live
+from .messages import printable
 
 log = logging.getLogger(__name__)
 
@@ -131,3 +135,34 @@ def _follow(watch_source: Callable[..., None], settings: Any, notify: Callable[[
             log.exception("watching the source failed; restarting in %.0f s", RESTART_WATCHER_SECONDS)
         if not stop.wait(RESTART_WATCHER_SECONDS):
             notify()
+
+
+def generate_on_change(settings: Any, allow_empty: bool, echo: Callable[..., None]) -> None:
+    """`rhgen watch`: generate on every change until SIGTERM or SIGINT; `echo(text, err=)` reports.
+    A failed run is reported and keeps the configuration in service (the loop retries it)."""
+    from . import runtime
+    from .pipeline import generate
+
+    counts = {"reloads": 0, "runtime": 0}
+
+    def cycle() -> bool:
+        try:
+            outcome = generate(settings, allow_empty=allow_empty)
+            if not outcome.changed:
+                runtime.repair_drift(settings, settings.haproxy_domain_map, read_live(settings.haproxy_domain_map))
+        except RhgenError as exc:
+            echo(printable(f"rhgen: error: {exc}; the configuration in service stays", lines=True), err=True)
+            return False
+        counts["reloads"] += outcome.reloaded
+        counts["runtime"] += outcome.runtime_api
+        if outcome.changed:
+            echo(outcome.summary())
+        return True
+
+    echo(f"rhgen: watching the {sources.kind(settings)} source", err=True)
+    runs = run(settings, cycle)
+    echo(
+        f"rhgen: watch stopped after {runs} runs: {counts['reloads']} reloads, "
+        f"{counts['runtime']} map updates through the runtime API without a reload",
+        err=True,
+    )

@@ -23,8 +23,9 @@ import pytest
 import trustme
 
 from helpers import MetadataServer, container, free_port, make_target
-from rhgen import apply, pipeline, render, sources
+from rhgen import pipeline, plan, render, sources
 from rhgen.routing import build_routing
+from rhgen.reloads import pending as reload_pending
 from rhgen.settings import load_settings
 from test_tls_certificates import chain_pem, key_pem
 from test_generate import (  # noqa: F401 - live is a fixture
@@ -52,7 +53,7 @@ def rendered(env: dict[str, str]) -> dict[str, bytes]:
     settings = load_settings(None, env, {})
     source = sources.fetch(settings)
     routing = build_routing(source, settings.stack_domain, settings.rancher_label, settings.rancher_proxy_label)
-    tls = pipeline.load_tls(settings, source, routing)
+    tls = plan.load_tls(settings, source, routing)
     return {os.path.basename(f.path): f.content for f in render.render_all(settings, routing, tls)}
 
 
@@ -143,6 +144,36 @@ def test_full_disk_under_one_file_swaps_none_of_them(metadata_server, run_rhgen,
     assert {p: p.read_bytes() for p in before} == before
     assert temp_leftovers(target.folder) == [] and temp_leftovers(map_folder) == []
     reliability(MACHINE, "full disk under one of the files", held="no file swapped (all staged first); " + HELD)
+
+
+def test_a_write_that_fails_before_any_rename_owes_no_reload(metadata_server, run_rhgen, tmp_path, mount, reliability):
+    # Only domain.map changes (an alias) and its file system is full: the swap fails staging its
+    # first file, nothing is renamed, so no reload is owed. (It used to leave the reload-pending
+    # marker behind, and a later run with nothing to change reloaded haproxy for nothing.)
+    target = make_target(tmp_path / "live", metadata_server)
+    map_folder = mount(tmp_path / "maps")
+    reloads = tmp_path / "reloads"
+    env = {
+        **target.env, "HAPROXY_DOMAIN_MAP": str(map_folder / "domain.map"),
+        "RELOAD_COMMAND": str(script(tmp_path / "reload", f"echo reload >> {reloads}\n")),
+    }
+    metadata_server.containers(APP1)
+    assert run_rhgen(["generate"], env).returncode == 0
+    reloads.unlink()
+    fill(map_folder)
+    metadata_server.service_metadata({"aliases": {"app1": ["www"]}})
+
+    result = run_rhgen(["generate"], env)
+
+    assert result.returncode == 1
+    assert error_lines(result) == [f"rhgen: error: {map_folder / 'domain.map'}: cannot write (disk full)"], result.stderr
+    assert not reload_pending(str(target.backends))
+    metadata_server.service_metadata({})  # the alias goes again: nothing to change, nothing to reload
+    again = run_rhgen(["generate"], env)
+    assert again.returncode == 0 and again.stdout.endswith("no change\n"), again.stdout + again.stderr
+    assert not reloads.exists()
+    reliability(MACHINE, "full disk under the only changed file (the first one staged)",
+                held=HELD + "; no reload owed, none run afterwards")
 
 
 def test_read_only_folder_is_a_clear_error_and_no_change_still_passes(
@@ -236,7 +267,7 @@ def test_a_config_that_cannot_be_replaced_fails_before_any_file_is_swapped(
     [line] = result.stderr.splitlines()
     assert line.startswith(f"rhgen: error: {target.config}: cannot write ("), line
     assert target.snapshot() == before  # backends.cfg and domain.map too: same bytes, same inodes
-    assert not apply.reload_pending(str(target.backends)) and not reloads.exists()
+    assert not reload_pending(str(target.backends)) and not reloads.exists()
     assert temp_leftovers(target.folder) == []
     reliability(MACHINE, f"haproxy.cfg not replaceable ({how})", held=HELD + "; found before the first rename, no reload owed")
 
@@ -264,7 +295,7 @@ def test_a_rename_that_fails_after_the_check_puts_back_the_files_already_swapped
     assert result.returncode == 1
     assert error_lines(result) == [f"rhgen: error: {target.config}: cannot write (Operation not permitted)"], result.stderr
     assert target.snapshot() == before  # the two files renamed before it are back: same bytes, same inodes
-    assert not apply.reload_pending(str(target.backends)) and not reloads.exists()
+    assert not reload_pending(str(target.backends)) and not reloads.exists()
     assert temp_leftovers(target.folder) == []
     reliability(MACHINE, "a rename failing after the others (file pinned during haproxy -c)",
                 held=HELD + "; the files already renamed were put back, no reload owed")
@@ -542,7 +573,7 @@ class KillLane:
         for n in self.names:
             assert files[n] in (old[n], new[n]), f"attempt {attempt}: {n} is neither the old nor the new one"
         leftovers = temp_leftovers(self.target.folder) + sorted(os.listdir(self.tmpdir))
-        pending = apply.reload_pending(str(self.target.backends))
+        pending = reload_pending(str(self.target.backends))
         phase = phase or _phase(files, old, new, leftovers, pending)
         self.phases[phase] = self.phases.get(phase, 0) + 1
         key = tuple(files[n] for n in self.names)
@@ -566,7 +597,7 @@ class KillLane:
         assert self.live() == new, f"attempt {attempt} ({phase})"
         assert temp_leftovers(self.target.folder) == [], f"attempt {attempt} ({phase})"
         assert list(self.tmpdir.iterdir()) == [], f"attempt {attempt} ({phase}): the check's staging is in TMPDIR"
-        assert not apply.reload_pending(str(self.target.backends))
+        assert not reload_pending(str(self.target.backends))
         if pending or files != new:
             assert outcome.reloaded and self.reloads.read_text().count("next") == before + 1, f"attempt {attempt} ({phase})"
         return phase != "finished before the kill"
