@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from helpers import DOMAIN, LABEL, PROXY_LABEL, container
+from tests.support.metadata import DOMAIN, LABEL, PROXY_LABEL, container
 from rhgen.model import Incumbents, SourceData, build_routing, containers_from_json, incumbents_from
 from rhgen.render import environment
 from rhgen.settings import load_settings
@@ -21,9 +21,10 @@ def routing_of(items, aliases=None, proxy_label=PROXY_LABEL, incumbents=Incumben
 def live_files_of(routing) -> Incumbents:
     """The incumbents of the files this routing renders to (the bundled templates)."""
     env = environment()
+    settings = load_settings(None, {"STACK_DOMAIN": DOMAIN}, {})
     return incumbents_from(
-        env.get_template("domain.map.j2").render(routing=routing).encode(),
-        env.get_template("backends.cfg.j2").render(routing=routing).encode(),
+        env.get_template("domain.map.j2").render(routing=routing, settings=settings).encode(),
+        env.get_template("backends.cfg.j2").render(routing=routing, settings=settings).encode(),
     )
 
 
