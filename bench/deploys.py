@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 from tests.support.haproxy import Haproxy
-from tests.support.metadata import MetadataServer, container
+from tests.support.metadata import container, MetadataServer
 from tests.support.net import free_port
 from tests.support.rhgen import rhgen_env
 

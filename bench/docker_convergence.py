@@ -30,10 +30,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.support.docker import DockerLab, build_backend_image, daemon_answers, docker
+from tests.support.docker import build_backend_image, daemon_answers, docker, DockerLab
 from tests.support.haproxy import Haproxy
 from tests.support.net import free_port, wait_for
-from tests.support.rhgen import Watch, rhgen_env
+from tests.support.rhgen import rhgen_env, Watch
 
 HEALTH_INTERVAL = "0.5s"
 

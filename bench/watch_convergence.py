@@ -27,9 +27,9 @@ from typing import Any
 
 from tests.support.apps import App
 from tests.support.haproxy import Haproxy
-from tests.support.metadata import MetadataServer, container
+from tests.support.metadata import container, MetadataServer
 from tests.support.net import free_port
-from tests.support.rhgen import Watch, rhgen_env
+from tests.support.rhgen import rhgen_env, Watch
 
 
 def _summary(seconds: list[float]) -> dict[str, float]:

@@ -18,7 +18,7 @@ from tests.support.net import free_port
 from tests.support.outputs import map_entries
 from tests.support.profile import PROFILE
 from tests.support.reliability import LEDGER, short_id
-from tests.support.rhgen import Processes, make_target, run_rhgen as run
+from tests.support.rhgen import make_target, Processes, run_rhgen as run
 from tests.support.docker import (
     DockerLab, DockerUnavailable, PrivateDaemon, build_backend_image, build_rhgen_image, daemon_answers,
     join_swarm, leave_swarm,

@@ -35,8 +35,7 @@ def test_a_server_that_stops_answering_gets_no_requests_within_fall_times_inter(
     assert sorted(haproxy.get("app1.dev.tld")[1] for _ in range(4)) == ["a", "a", "b", "b"]
 
     if failure == "stops":
-        b.shutdown()
-        b.server_close()
+        b.close()
         hung = None
         time.sleep(FALL * INTER_MS / 1000 + 0.5)
     else:

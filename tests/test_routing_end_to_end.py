@@ -14,7 +14,6 @@ from tests.support.metadata import PROXY_LABEL, container, MetadataServer
 from tests.support.rhgen import make_target, run_rhgen
 
 
-
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
     folder = tmp_path_factory.mktemp("demo")

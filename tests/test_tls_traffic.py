@@ -15,7 +15,6 @@ from tests.support.metadata import DOMAIN, container
 from tests.support.net import free_port
 
 
-
 @pytest.fixture(scope="module")
 def ca():
     return trustme.CA()

@@ -1,6 +1,6 @@
 """Backends: tiny real HTTP servers on 127.0.0.x, each a "container" answering 200 with its name.
 
-App serves HTTP/1.1 keep-alive; /slow waits 1.5 s, /slow/<n> n seconds. It counts hits and paths
+App serves HTTP/1.1 keep-alive (BackendServers' apps HTTP/1.0: a connection per request); /slow waits 1.5 s, /slow/<n> n seconds. It counts hits and paths
 (health checks included), can answer a path with another status, drop requests unanswered, expect
 a PROXY v1 header, or freeze (its port stays open, nothing answers)."""
 
@@ -41,6 +41,10 @@ class _Handler(QuietHandler):
         self.send_body(app.status.get(self.path, 200), app.name.encode(), "text/plain")
 
 
+class _OneShotHandler(_Handler):
+    protocol_version = "HTTP/1.0"  # one request per connection: every request a fresh connection (and PROXY header)
+
+
 class _AppServer(ThreadedServer):
     app: App
 
@@ -48,7 +52,8 @@ class _AppServer(ThreadedServer):
 class App:
     """One "container": an HTTP server on ip:port (0: a free one) answering 200 with `name`."""
 
-    def __init__(self, name: str, ip: str = "127.0.0.1", port: int = 0, proxy_protocol: bool = False) -> None:
+    def __init__(self, name: str, ip: str = "127.0.0.1", port: int = 0, proxy_protocol: bool = False,
+                 keep_alive: bool = True) -> None:
         self.name, self.ip, self.proxy_protocol = name, ip, proxy_protocol
         self.proxy_lines: list[str] = []  # PROXY headers received, without CRLF
         self.hits = 0
@@ -57,7 +62,7 @@ class App:
         self.drop = False  # read the request, count it, close without an answer (the app "crashed" on it)
         self.last_headers: dict[str, str] = {}
         self.errors: list[str] = []
-        self.server = _AppServer((ip, port), _Handler)
+        self.server = _AppServer((ip, port), _Handler if keep_alive else _OneShotHandler)
         self.server.app = self
         self.port = self.server.server_address[1]
         serve(self.server)
@@ -78,13 +83,13 @@ class App:
 
 
 class BackendServers:
-    """The apps of one test, by address; all closed together."""
+    """The apps of one test (the backend_servers fixture), by address; all closed together."""
 
     def __init__(self) -> None:
         self.servers: dict[str, App] = {}
 
     def start(self, ip: str, name: str | None = None, proxy_protocol: bool = False) -> App:
-        app = App(name or ip, ip, proxy_protocol=proxy_protocol)
+        app = App(name or ip, ip, proxy_protocol=proxy_protocol, keep_alive=False)
         self.servers[ip] = app
         return app
 

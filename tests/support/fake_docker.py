@@ -91,7 +91,9 @@ class DockerDaemon:
         owner = self
 
         class Handler(QuietHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            disable_nagle_algorithm = False  # a unix socket has no TCP_NODELAY
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 owner.requests.append(self.path)
                 owner._answer(self)
                 if owner._closing:  # a closed service refuses: no keep-alive connection outlives it
