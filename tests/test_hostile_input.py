@@ -581,7 +581,7 @@ def test_crafted_host_headers_reach_their_own_stack_or_none(
     proxy = haproxy.start()
 
     for head, stack in HOSTS.items():
-        status, body = raw_request(proxy.target.port, head)
+        status, body = raw_request(proxy.port, head)
         if stack is None:
             assert status in (400, 503) and body not in stacks, (head, status, body)
         else:

@@ -44,11 +44,12 @@ class Stack:
         index = len(self.apps) + 1
         app = App(f"{stack}-{index}", f"127.0.0.{10 + index}")
         app.stack = stack
+        app.uuid = f"{index:08x}-0000-4000-8000-000000000000"  # the servers' order is the apps' order
         self.apps.append(app)
         return app
 
     def publish(self) -> None:
-        self.metadata.set([container(app.stack, "web", app.ip, app.port, name=app.name) for app in self.apps])
+        self.metadata.set([container(app.stack, "web", app.ip, app.port, name=app.name, uuid=app.uuid) for app in self.apps])
 
     def generate(self) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "rhgen", "generate", "-v"], env=self.env,
@@ -116,7 +117,7 @@ def test_a_removed_server_drains_its_requests_then_goes_without_a_reload(stack_f
         thread.start()
     wait_for(lambda: all("/slow" in app.paths for app in stack.apps), what="a slow request at each server")
     stack.apps.remove(leaving)
-    stack.metadata.set([container(app.stack, "web", app.ip, app.port, name=app.name) for app in stack.apps])
+    stack.metadata.set([container(app.stack, "web", app.ip, app.port, name=app.name, uuid=app.uuid) for app in stack.apps])
     during: list[tuple[int, str]] = []
     done = threading.Event()
 
