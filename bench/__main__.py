@@ -22,33 +22,20 @@ import time
 from pathlib import Path
 
 from . import convergence, reload_safety
-from .environment import MetadataServer, aliases, synthetic_containers
 from .procs import median_seconds, peak_rss_mb
+from tests.support.metadata import CONTAINERS, MetadataServer, synthetic_aliases, synthetic_containers
+from tests.support.rhgen import rhgen_env
 
 ROOT = Path(__file__).resolve().parent.parent
 RHGEN = [sys.executable, "-m", "rhgen", "generate"]
 KEPT_SECTIONS = ("Swarm source: convergence after `docker service scale`, failed requests in a rolling update", "Deploys (issue 11)")
 
 
-def rhgen_env(folder: Path, host: str, **extra: str) -> dict[str, str]:
-    return {
-        "PATH": os.environ["PATH"],
-        "STACK_DOMAIN": "dev.tld",
-        "BIND_ADDRESS": "127.0.0.1",
-        "HTTP_PORT": "18080",
-        "RANCHER_API_HOST": host,
-        "RHGEN_RETRIES": "0",
-        "HAPROXY_CONFIG": str(folder / "haproxy.cfg"),
-        "HAPROXY_BACKEND_CONFIG": str(folder / "backends.cfg"),
-        "HAPROXY_DOMAIN_MAP": str(folder / "domain.map"),
-        **extra,
-    }
-
-
 def measure_size(count: int, runs: int) -> dict[str, float | int | bool]:
     base = json.dumps(synthetic_containers(count)).encode()
     grown = json.dumps(synthetic_containers(count, extra=1)).encode()
-    server = MetadataServer([base, grown], aliases(count))
+    server = MetadataServer(service_metadata=synthetic_aliases(count))
+    server.answer(CONTAINERS, body=base)
     try:
         with tempfile.TemporaryDirectory(prefix="rhgen-bench-") as tmp:
             folder = Path(tmp)
@@ -56,7 +43,7 @@ def measure_size(count: int, runs: int) -> dict[str, float | int | bool]:
             recorder = folder / "haproxy-recorder"
             recorder.write_text(f'#!/bin/sh\necho x >> {calls}\nexec haproxy "$@"\n')
             recorder.chmod(0o755)
-            env = rhgen_env(folder, server.host, HAPROXY_BIN=str(recorder))
+            env = rhgen_env(folder, 18080, RANCHER_API_HOST=server.host, HAPROXY_BIN=str(recorder))
             subprocess.run(RHGEN, env=env, check=True, capture_output=True)
             calls.unlink()
 
@@ -64,10 +51,10 @@ def measure_size(count: int, runs: int) -> dict[str, float | int | bool]:
             haproxy_calls_without_change = calls.read_text().count("x") if calls.exists() else 0
             no_change_rss = peak_rss_mb(RHGEN, env)
 
-            server.alternate = True
+            server.answer(CONTAINERS, rotate=[grown, base])  # every run sees a change
             changed = median_seconds(RHGEN, env, runs)
             changed_rss = peak_rss_mb(RHGEN, {**env, "HAPROXY_BIN": "true"})  # rhgen alone, not haproxy -c
-            server.alternate = False
+            server.answer(CONTAINERS, body=base)
 
             check_floor = median_seconds(
                 ["haproxy", "-c", "-q", "-f", env["HAPROXY_CONFIG"], "-f", env["HAPROXY_BACKEND_CONFIG"]], env, runs

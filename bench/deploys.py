@@ -1,7 +1,7 @@
 """Failed requests and reloads through deploys (issue 11). Not a test: a measurement to run by hand.
 
-    .venv/bin/python bench/deploys.py            # both variants, prints the table
-    .venv/bin/python bench/deploys.py --write    # and puts it into docs/benchmarks.md
+    .venv/bin/python -m bench.deploys            # both variants, prints the table
+    .venv/bin/python -m bench.deploys --write    # and puts it into docs/benchmarks.md
 
 Everything is real and local: the Rancher metadata look-alike (tests/servers.py), haproxy -W with a
 master socket (its reload counter), `rhgen generate` run after each metadata change (as watch mode
@@ -36,20 +36,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
 
-from servers import Haproxy, RancherMetadata, free_port, rancher_container, rhgen_env  # noqa: E402
+from tests.support.haproxy import Haproxy
+from tests.support.metadata import container, MetadataServer
+from tests.support.net import free_port
+from tests.support.rhgen import rhgen_env
 
 BEFORE_COMMIT = "4741932"  # the release before issue 11: no checks, no retries, reloads on server changes
 INTER_MS, FALL, RISE = 1000, 2, 2  # the defaults
 
 APP = r"""
 import signal, sys, threading, time
-sys.path.insert(0, sys.argv[3])
-from servers import App
+from tests.support.apps import App
 app = App(sys.argv[1], sys.argv[2])
-grace = float(sys.argv[4])
+grace = float(sys.argv[3])
 handler = app.server.RequestHandlerClass
 draining = threading.Event()
 original_get, original_end = handler.do_GET, handler.end_headers
@@ -84,17 +84,17 @@ GRACE = FALL * INTER_MS / 1000 + 1.5
 
 
 class AppProcess:
-    """A "container": servers.App in its own process, so SIGKILL ends its connections as a crash does."""
+    """A "container": tests.support.apps.App in its own process, so SIGKILL ends its connections as a crash does."""
 
     def __init__(self, name: str, ip: str, stack: str):
         self.name, self.ip, self.stack = name, ip, stack
         self.process = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-c", APP, name, ip, str(ROOT / "tests"), str(GRACE)], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", APP, name, ip, str(GRACE)], stdout=subprocess.PIPE, text=True, cwd=ROOT
         )
         self.port = int(self.process.stdout.readline())
 
     def container(self) -> dict:
-        return rancher_container(self.name, self.stack, self.ip, self.port, **{"rhgen.healthcheck": "/healthz"})
+        return container(self.stack, "web", self.ip, self.port, labels={"rhgen.healthcheck": "/healthz"}, name=self.name)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process.poll() is None:
@@ -179,7 +179,7 @@ class Bench:
 
     def __init__(self, folder: Path, sockets: Path, variant: str, lag: float):
         self.folder, self.variant, self.lag = folder, variant, lag
-        self.metadata = RancherMetadata()
+        self.metadata = MetadataServer()
         self.apps: list[AppProcess] = []
         self.next_ip = 11
         port = free_port()
@@ -207,7 +207,7 @@ class Bench:
 
     def start(self, live: list[AppProcess]) -> None:
         self.publish(live)
-        self.haproxy = Haproxy(self.folder, self.port)
+        self.haproxy = Haproxy(self.folder, self.port).start()
         self.env["RELOAD_COMMAND"] = self.haproxy.reload_command
         time.sleep(0.5)
 
@@ -344,7 +344,7 @@ def table(results: list[Result], lag: float) -> str:
         "## Deploys (issue 11)",
         "",
         f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores ({cpu}), {haproxy}.",
-        f"Reproduce: `.venv/bin/python bench/deploys.py --write` (Rancher metadata look-alike; the source notices "
+        f"Reproduce: `.venv/bin/python -m bench.deploys --write` (Rancher metadata look-alike; the source notices "
         f"a stop {lag} s after the container exited, a kill 4 s late). 2 close + 2 keep-alive client threads on the stack under change.",
         "\"before\": the templates of the release before issue 11, no stats socket; \"after\": this checkout,",
         "health checks `inter 1000 fall 2 rise 2`, `retry-on conn-failure` + `option redispatch 1`, HAPROXY_STATS_SOCKET.",

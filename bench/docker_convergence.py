@@ -1,8 +1,8 @@
 """How long from `docker start` of a labelled container to its first 200 through haproxy, with
 `rhgen watch` following the real Docker daemon's events? Not a test: a measurement to run by hand.
 
-    .venv/bin/python bench/docker_convergence.py               # 20 rounds of each kind
-    .venv/bin/python bench/docker_convergence.py --rounds 30 --settle 0.1
+    .venv/bin/python -m bench.docker_convergence               # 20 rounds of each kind
+    .venv/bin/python -m bench.docker_convergence --rounds 30 --settle 0.1
 
 Everything is real: the Docker daemon on /var/run/docker.sock, a busybox httpd container on a
 network made for the measurement (its bridge IP is reachable from the host), `rhgen watch` on
@@ -30,11 +30,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from servers import Haproxy, Watch, free_port, rhgen_env, wait_for  # noqa: E402
-from support.docker import DockerLab, build_backend_image, daemon_answers, docker  # noqa: E402
+from tests.support.docker import build_backend_image, daemon_answers, docker, DockerLab
+from tests.support.haproxy import Haproxy
+from tests.support.net import free_port, wait_for
+from tests.support.rhgen import rhgen_env, Watch
 
 HEALTH_INTERVAL = "0.5s"
 
@@ -79,7 +78,7 @@ def measure(rounds: int = 20, settle: float = 0.2) -> dict[str, Any]:
                         HAPROXY_STATS_SOCKET=str(folder / "stats.sock"))
         watcher = Watch(env, "--allow-empty")  # renders the first (empty) configuration
         watcher.wait_out("changed:", timeout=30)
-        haproxy = Haproxy(folder, port)
+        haproxy = Haproxy(folder, port).start()
         watcher.stop()
         watcher = Watch({**env, "RELOAD_COMMAND": haproxy.reload_command}, "--allow-empty")
         time.sleep(1)
@@ -122,7 +121,7 @@ def render(result: dict[str, Any], measured: str) -> list[str]:
 
     return [
         "## Docker: `docker start` to first 200", "",
-        f"Measured {measured}. Reproduce: `.venv/bin/python bench/docker_convergence.py --rounds {result['rounds']} --markdown`.", "",
+        f"Measured {measured}. Reproduce: `.venv/bin/python -m bench.docker_convergence --rounds {result['rounds']} --markdown`.", "",
         "The real Docker daemon (20.10), a busybox httpd container on a network made for the run, `rhgen watch`",
         f"(RHGEN_SETTLE {result['settle']} s) on the host following `/events`, writing the files and reloading",
         "haproxy -W with SIGUSR2; from just before `docker start` until the stack's host answers 200 through haproxy.",
@@ -145,7 +144,6 @@ def main() -> None:
     args = parser.parse_args()
     result = measure(args.rounds, args.settle)
     if args.markdown:
-        sys.path.insert(0, str(ROOT))
         from bench.__main__ import machine
 
         measured = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}"

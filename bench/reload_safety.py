@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .procs import free_port, wait_for_port
+from tests.support.net import accepts, free_port, wait_for
 
 BACKEND_CFG = """
 global
@@ -86,7 +86,7 @@ def measure(way: str, close: bool, reloads: int = 20, seconds: float = 10.0, con
         backend = subprocess.Popen(["haproxy", "-db", "-f", str(folder / "backend.cfg")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         processes = [backend]
         try:
-            wait_for_port("127.0.0.60", back_port)
+            wait_for(lambda: accepts("127.0.0.60", back_port), what=f"127.0.0.60:{back_port} to listen")
             if way == "rhgen":
                 config = _render(folder, front_port, back_port, None)
                 master = subprocess.Popen(
@@ -105,7 +105,7 @@ def measure(way: str, close: bool, reloads: int = 20, seconds: float = 10.0, con
                 def reload() -> None:
                     old = pidfile.read_text().split()
                     subprocess.run(["haproxy", "-D", "-f", str(config), "-sf", *old], check=True)
-            wait_for_port("127.0.0.1", front_port)
+            wait_for(lambda: accepts("127.0.0.1", front_port), what=f"127.0.0.1:{front_port} to listen")
             outcome: dict[str, tuple[int, int, str]] = {}
             load = threading.Thread(target=lambda: outcome.setdefault("wrk", _wrk(front_port, seconds, connections, close)))
             load.start()

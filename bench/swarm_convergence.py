@@ -1,7 +1,7 @@
 """How fast does the swarm source follow `docker service scale`, and how many requests fail during a
 rolling `docker service update --force`? Not a test: a measurement to run by hand.
 
-    .venv/bin/python bench/swarm_convergence.py --rounds 12     # builds the image as the tests do
+    .venv/bin/python -m bench.swarm_convergence --rounds 12     # builds the image as the tests do
 
 Everything is real: the Docker daemon's swarm (a single-node one is made and left again when the
 daemon is in none), the busybox backend as a replicated service on an attachable overlay
@@ -22,10 +22,9 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from runtime_support import get  # noqa: E402
-from support.docker import (  # noqa: E402
+from tests.support.net import get
+from tests.support.docker import (
     DockerLab, build_backend_image, build_rhgen_image, docker, join_swarm, leave_swarm, wait_for,
 )
 

@@ -1,8 +1,8 @@
 """How fast does `rhgen watch` make a new container routable, and how many reloads does the
 runtime API save? Not a test: a measurement to run by hand or from a benchmark harness.
 
-    .venv/bin/python bench/watch_convergence.py            # 20 rounds of each kind
-    .venv/bin/python bench/watch_convergence.py --rounds 50 --settle 0.1
+    .venv/bin/python -m bench.watch_convergence            # 20 rounds of each kind
+    .venv/bin/python -m bench.watch_convergence --rounds 50 --settle 0.1
 
 Everything is real and local: a Rancher metadata server with the long poll (tests/servers.py),
 haproxy -W with a master socket, `rhgen watch` as a process, one HTTP server per "container"
@@ -24,9 +24,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from servers import App, Haproxy, RancherMetadata, Watch, free_port, rancher_container, rhgen_env  # noqa: E402
+from tests.support.apps import App
+from tests.support.haproxy import Haproxy
+from tests.support.metadata import container, MetadataServer
+from tests.support.net import free_port
+from tests.support.rhgen import rhgen_env, Watch
 
 
 def _summary(seconds: list[float]) -> dict[str, float]:
@@ -40,17 +43,17 @@ def _summary(seconds: list[float]) -> dict[str, float]:
 
 def measure(rounds: int = 20, settle: float = 0.2, stats_socket: bool = True) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="rhb-", dir="/tmp"))
-    metadata, apps, haproxy, watcher = RancherMetadata(), [], None, None
+    metadata, apps, haproxy, watcher = MetadataServer(), [], None, None
     try:
         first = App("app0", "127.0.0.10")
         apps.append(first)
-        metadata.set([rancher_container("app0-web-1", "app0", first.ip, first.port)], {"aliases": {}})
+        metadata.set([container("app0", "web", first.ip, first.port, name="app0-web-1")], {"aliases": {}})
         port = free_port()
         env = rhgen_env(folder, port, RANCHER_API_HOST=metadata.host, RHGEN_SETTLE=str(settle),
                         HAPROXY_STATS_SOCKET=str(folder / "stats.sock") if stats_socket else "")
         watcher = Watch(env)  # renders the first configuration
         watcher.wait_out("changed:")
-        haproxy = Haproxy(folder, port)
+        haproxy = Haproxy(folder, port).start()
         watcher.stop()
         watcher = Watch({**env, "RELOAD_COMMAND": haproxy.reload_command})
         time.sleep(1)
@@ -62,14 +65,14 @@ def measure(rounds: int = 20, settle: float = 0.2, stats_socket: bool = True) ->
             # A new stack: a new backend, always a reload.
             app = App(f"stack{i}", f"127.0.1.{i % 250 + 1}")
             apps.append(app)
-            metadata.add(rancher_container(f"stack{i}-web-1", f"stack{i}", app.ip, app.port))
+            metadata.add(container(f"stack{i}", "web", app.ip, app.port, name=f"stack{i}-web-1"))
             new_stack.append(haproxy.wait_routes(f"stack{i}.dev.tld", app.name))
             time.sleep(0.3)
 
             # One more container in an existing stack: a new server, a reload; measured until it answers.
             second = App(f"stack{i}-2", f"127.0.2.{i % 250 + 1}")
             apps.append(second)
-            metadata.add(rancher_container(f"stack{i}-web-2", f"stack{i}", second.ip, second.port))
+            metadata.add(container(f"stack{i}", "web", second.ip, second.port, name=f"stack{i}-web-2"))
             started = time.monotonic()
             while haproxy.get(f"stack{i}.dev.tld")[1] != second.name and time.monotonic() - started < 10:
                 time.sleep(0.005)

@@ -1,29 +1,39 @@
-"""Fixtures over the real components in helpers.py: metadata server, backend servers, rhgen, haproxy."""
+"""Every fixture of the suite, over the real components in tests/support/: the metadata service,
+backends, rhgen runs, haproxy, the entrypoint's processes, Docker, Pebble and the reliability ledger."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings as hypothesis_settings
 
-from helpers import BackendServers, Haproxy, MetadataServer, free_port, make_target, run_rhgen as run, start_demo
-from reliability_ledger import LEDGER, short_id
-from support.docker import (
+from tests.support.apps import BackendServers, start_demo
+from tests.support.haproxy import Haproxy
+from tests.support.metadata import APP1, MetadataServer
+from tests.support.net import free_port
+from tests.support.outputs import map_entries
+from tests.support.profile import PROFILE
+from tests.support.reliability import LEDGER, short_id
+from tests.support.rhgen import make_target, Processes, run_rhgen as run
+from tests.support.docker import (
     DockerLab, DockerUnavailable, PrivateDaemon, build_backend_image, build_rhgen_image, daemon_answers,
     join_swarm, leave_swarm,
 )
-from support.pebble import Pebble, PebbleUnavailable
+from tests.support.pebble import Pebble, PebbleUnavailable
 
-# Property tests: "ci" (the default, what the README's test command runs) tries 1,000 examples per
-# property; RHGEN_HYPOTHESIS_PROFILE=quick tries 100 while you iterate. No deadline: haproxy -c
-# and a loaded CI machine make single examples slow now and then without anything being wrong.
+# Two profiles (CONTRIBUTING.md): "quick", the default of a developer's `.venv/bin/pytest`, tries
+# 100 examples per property and 20 kill -9 runs; "ci" (.ci/run sets it) tries 1,000 and 200.
+# No deadline: haproxy -c and a loaded CI machine make single examples slow now and then without
+# anything being wrong.
 hypothesis_settings.register_profile(
     "ci", max_examples=1000, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow]
 )
 hypothesis_settings.register_profile("quick", max_examples=100, deadline=None, print_blob=True)
-hypothesis_settings.load_profile(os.environ.get("RHGEN_HYPOTHESIS_PROFILE", "ci"))
+hypothesis_settings.load_profile(PROFILE)
 
 RELIABILITY_DOC = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
 
@@ -100,9 +110,44 @@ def generate(run_rhgen, target):
 def haproxy(target, tmp_path):
     """haproxy for the target's files: .start() once they are generated (waits for the port), .get(host);
     terminated and waited for at teardown."""
-    proxy = Haproxy(target, tmp_path / "haproxy.log")
+    proxy = Haproxy(target.folder, target.port, run_dir=tmp_path, master=False)
     yield proxy
-    proxy.stop()
+    proxy.close()
+
+
+@pytest.fixture
+def live(metadata_server, target):
+    """Files in service for app1 (two servers, alias www), made by a first successful run.
+
+    Run in-process (same settings, source, haproxy -c and swap as the CLI) to save an interpreter
+    start per test; the runs under test all go through `python -m rhgen`."""
+    from rhgen import pipeline
+    from rhgen.settings import load_settings
+
+    metadata_server.set(APP1, {"aliases": {"app1": ["www"]}})
+    outcome = pipeline.generate(load_settings(None, target.env, {}))
+    assert len(outcome.changed) == 3
+    assert map_entries(target) == {"app1.dev.tld": "app1", "www.dev.tld": "app1"}
+    return target.snapshot()
+
+
+# --- the entrypoint's processes ----------------------------------------------------------------
+
+
+@pytest.fixture
+def procs(tmp_path):
+    """Processes started by a test (procs.spawn); whatever is left of them is killed at its end."""
+    processes = Processes(tmp_path)
+    yield processes
+    processes.cleanup()
+
+
+@pytest.fixture
+def socket_dir():
+    """A folder for unix sockets: pytest's tmp paths can pass the 108-byte limit of a socket path."""
+    folder = tempfile.mkdtemp(prefix="rhgen-", dir="/tmp")
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 # --- the real Docker Engine ------------------------------------------------------------------

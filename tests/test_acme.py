@@ -11,21 +11,23 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import ssl
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from servers import App, Haproxy, free_port, rancher_container, rhgen_env, unix_command
 
-from support.pebble import VALIDITY_DAYS
+from tests.support.apps import App
+from tests.support.haproxy import Haproxy
+from tests.support.metadata import container
+from tests.support.net import free_port, unix_command
+from tests.support.rhgen import rhgen_env
+from tests.support.pebble import VALIDITY_DAYS
 
 
 class Lab:
@@ -50,7 +52,7 @@ class Lab:
 
     def stack(self, name: str, ip: str) -> None:
         self.apps[name] = App(name, ip)
-        containers = [rancher_container(f"{s}-web-1", s, app.ip, app.port) for s, app in self.apps.items()]
+        containers = [container(s, "web", app.ip, app.port, name=f"{s}-web-1") for s, app in self.apps.items()]
         self.metadata_file.write_text(json.dumps({"containers": containers, "self_service_metadata": {}}))
 
     def generate(self, **env: str) -> subprocess.CompletedProcess:
@@ -60,7 +62,7 @@ class Lab:
         return result
 
     def start_haproxy(self) -> Haproxy:
-        self.haproxy = Haproxy(self.folder, self.pebble.http_port)
+        self.haproxy = Haproxy(self.folder, self.pebble.http_port).start()
         self.env["RELOAD_COMMAND"] = self.haproxy.reload_command
         return self.haproxy
 
@@ -99,8 +101,8 @@ class Lab:
 
 
 @pytest.fixture
-def lab(tmp_path, pebble):
-    sockets = Path(tempfile.mkdtemp(prefix="rh-", dir="/tmp"))
+def lab(tmp_path, pebble, socket_dir):
+    sockets = Path(socket_dir)
     labs: list[Lab] = []
 
     def make(**settings: str) -> Lab:
@@ -110,7 +112,6 @@ def lab(tmp_path, pebble):
     yield make
     for made in labs:
         made.close()
-    shutil.rmtree(sockets, ignore_errors=True)
 
 
 def http_get(port: int, host: str, path: str) -> tuple[int, dict[str, str], str]:
@@ -303,7 +304,7 @@ def test_acme_server_refusing_is_a_warning_with_backoff_and_routing_exits_0(lab,
 
 
 def test_an_acme_server_that_never_answers_is_bounded_by_acme_timeout(lab, metadata_server, reliability):
-    metadata_server.set("/dir", hang=True)  # accepts the connection, never answers
+    metadata_server.answer("/dir", hang=True)  # accepts the connection, never answers
     setup = lab(ACME_DIRECTORY=f"http://{metadata_server.host}/dir", ACME_TIMEOUT="2")
     setup.stack("app1", "127.0.0.11")
     setup.generate()

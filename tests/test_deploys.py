@@ -8,7 +8,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from helpers import container
+
+from tests.support.metadata import container
 
 INTER_MS, FALL = 200, 2
 FAST_CHECKS = {"RHGEN_CHECK_INTERVAL": str(INTER_MS), "RHGEN_CHECK_FALL": str(FALL)}
@@ -23,7 +24,7 @@ def test_a_server_that_stops_answering_gets_no_requests_within_fall_times_inter(
     labels = {"rhgen.healthcheck": "/healthz"} if failure == "hangs" else {}
     a = backend_servers.start("127.0.0.11", "a")
     b = backend_servers.start("127.0.0.12", "b")
-    metadata_server.containers([
+    metadata_server.set([
         container("app1", "web", a.ip, a.port, labels=labels, name="app1-web-1"),
         container("app1", "web", b.ip, b.port, labels=labels, name="app1-web-2"),
     ])
@@ -34,8 +35,7 @@ def test_a_server_that_stops_answering_gets_no_requests_within_fall_times_inter(
     assert sorted(haproxy.get("app1.dev.tld")[1] for _ in range(4)) == ["a", "a", "b", "b"]
 
     if failure == "stops":
-        b.shutdown()
-        b.server_close()
+        b.close()
         hung = None
         time.sleep(FALL * INTER_MS / 1000 + 0.5)
     else:
@@ -61,7 +61,7 @@ def test_an_http_health_check_path_from_the_label_takes_out_a_failing_server(
     b = backend_servers.start("127.0.0.12", "b")
     b.status["/healthz"] = 503  # b still answers /, but says it is not ready
     label = {"rhgen.healthcheck": "/healthz"}
-    metadata_server.containers([
+    metadata_server.set([
         container("app1", "web", a.ip, a.port, labels=label, name="app1-web-1"),
         container("app1", "web", b.ip, b.port, labels=label, name="app1-web-2"),
     ])
@@ -74,7 +74,7 @@ def test_an_http_health_check_path_from_the_label_takes_out_a_failing_server(
 
 
 def test_a_bad_health_check_label_skips_the_container_with_a_warning(metadata_server, generate, target):
-    metadata_server.containers([
+    metadata_server.set([
         container("app1", "web", "127.0.0.11", 8080, labels={"rhgen.healthcheck": "/ok now"}, name="app1-web-1"),
         container("app1", "web", "127.0.0.12", 8080, labels={"rhgen.healthcheck": "/ok"}, name="app1-web-2"),
     ])
@@ -92,7 +92,7 @@ def test_only_requests_that_never_reached_a_server_are_retried(
     crashing = [backend_servers.start(ip, ip) for ip in ("127.0.0.21", "127.0.0.22")]
     for server in crashing:
         server.drop = True  # reads the request, counts it, closes without an answer
-    metadata_server.containers([
+    metadata_server.set([
         container("app1", "web", live.ip, live.port, name="app1-web-1"),
         container("app1", "web", "127.0.0.12", 9, name="app1-web-2"),  # refuses every connection
         *(container("app2", "web", s.ip, s.port, name=f"app2-web-{i}") for i, s in enumerate(crashing)),

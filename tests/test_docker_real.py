@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from servers import Watch
-from support.docker import BACKEND_IMAGE, SocketRecorder, docker, wait_for
+from tests.support.rhgen import Watch
+from tests.support.docker import BACKEND_IMAGE, docker, SocketRecorder, wait_for
 
 SOCKET = "/var/run/docker.sock"
 REPO = Path(__file__).resolve().parent.parent

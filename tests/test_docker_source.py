@@ -11,7 +11,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from servers import DockerDaemon, free_port, rhgen_env
+
+from tests.support.fake_docker import DockerDaemon
+from tests.support.net import free_port
+from tests.support.rhgen import rhgen_env
 
 
 @pytest.fixture

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from helpers import container
-from test_generate import APP1, live, script  # noqa: F401 - `live` is a fixture
+from tests.support.metadata import APP1, container
+from tests.support.outputs import script
+
 
 APP2 = [container("app2", "web", "127.0.0.13", 9000, name="app2-web-1")]
 
@@ -53,7 +54,7 @@ def test_a_changed_template_is_not_skipped(live, generate, target, tmp_path):
 
 def test_a_failed_reload_is_retried_by_the_next_run_even_without_change(live, metadata_server, generate, target, tmp_path):
     marker = tmp_path / "reloaded"
-    metadata_server.containers(APP1 + APP2)
+    metadata_server.set(APP1 + APP2)
     failed = generate(RELOAD_COMMAND=str(script(tmp_path / "fail", "exit 3\n")))
     assert failed.returncode == 1 and "files swapped, but RELOAD_COMMAND exited 3" in failed.stderr
     retried = generate(RELOAD_COMMAND=str(script(tmp_path / "ok", f"touch {marker}\n")))

@@ -22,18 +22,17 @@ from pathlib import Path
 import pytest
 import trustme
 
-from helpers import MetadataServer, container, free_port, make_target
+from tests.support.metadata import APP1, APP2, container, MetadataServer
+from tests.support.net import free_port
+from tests.support.outputs import chain_pem, error_lines, key_pem, map_entries, script, seed_style_config, warning_lines
+from tests.support.profile import KILL_RUNS
+from tests.support.rhgen import make_target
 from rhgen import pipeline, plan, render, sources
 from rhgen.routing import build_routing
 from rhgen.reloads import pending as reload_pending
 from rhgen.settings import load_settings
-from test_tls_certificates import chain_pem, key_pem
-from test_generate import (  # noqa: F401 - live is a fixture
-    APP1, APP2, error_lines, live, map_entries, script, seed_style_config, warning_lines,
-)
 
 MACHINE = "Faults of the machine"
-KILL_RUNS = int(os.environ.get("RHGEN_KILL_RUNS", "200"))  # CI runs the default; lower it while iterating
 HELD = "exit 1, one error line, live files byte-identical, no temp file"
 
 
@@ -106,11 +105,11 @@ def fill(folder: Path) -> Path:
 def test_full_disk_fails_cleanly_and_keeps_the_live_files(metadata_server, run_rhgen, tmp_path, mount, reliability):
     target = make_target(tmp_path / "live-parent", metadata_server)
     folder = mount(target.folder)
-    metadata_server.containers(APP1)
+    metadata_server.set(APP1)
     assert run_rhgen(["generate"], target.env).returncode == 0
     fill(folder)
     before = target.snapshot()
-    metadata_server.containers(APP1 + APP2 + [container("app3", "web", "127.0.0.14", 80, name=f"app3-{i}") for i in range(40)])
+    metadata_server.set(APP1 + APP2 + [container("app3", "web", "127.0.0.14", 80, name=f"app3-{i}") for i in range(40)])
 
     result = run_rhgen(["generate"], target.env)
 
@@ -131,11 +130,11 @@ def test_full_disk_under_one_file_swaps_none_of_them(metadata_server, run_rhgen,
     target = make_target(tmp_path / "live", metadata_server)
     map_folder = mount(tmp_path / "maps")
     env = {**target.env, "HAPROXY_DOMAIN_MAP": str(map_folder / "domain.map")}
-    metadata_server.containers(APP1)
+    metadata_server.set(APP1)
     assert run_rhgen(["generate"], env).returncode == 0
     fill(map_folder)
     before = {p: p.read_bytes() for p in (target.config, target.backends, map_folder / "domain.map")}
-    metadata_server.containers(APP1 + APP2)
+    metadata_server.set(APP1 + APP2)
 
     result = run_rhgen(["generate"], env)
 
@@ -157,18 +156,18 @@ def test_a_write_that_fails_before_any_rename_owes_no_reload(metadata_server, ru
         **target.env, "HAPROXY_DOMAIN_MAP": str(map_folder / "domain.map"),
         "RELOAD_COMMAND": str(script(tmp_path / "reload", f"echo reload >> {reloads}\n")),
     }
-    metadata_server.containers(APP1)
+    metadata_server.set(APP1)
     assert run_rhgen(["generate"], env).returncode == 0
     reloads.unlink()
     fill(map_folder)
-    metadata_server.service_metadata({"aliases": {"app1": ["www"]}})
+    metadata_server.set(metadata={"aliases": {"app1": ["www"]}})
 
     result = run_rhgen(["generate"], env)
 
     assert result.returncode == 1
     assert error_lines(result) == [f"rhgen: error: {map_folder / 'domain.map'}: cannot write (disk full)"], result.stderr
     assert not reload_pending(str(target.backends))
-    metadata_server.service_metadata({})  # the alias goes again: nothing to change, nothing to reload
+    metadata_server.set(metadata={})  # the alias goes again: nothing to change, nothing to reload
     again = run_rhgen(["generate"], env)
     assert again.returncode == 0 and again.stdout.endswith("no change\n"), again.stdout + again.stderr
     assert not reloads.exists()
@@ -181,13 +180,13 @@ def test_read_only_folder_is_a_clear_error_and_no_change_still_passes(
 ):
     target = make_target(tmp_path / "live-parent", metadata_server)
     folder = mount(target.folder, "1m")
-    metadata_server.containers(APP1)
+    metadata_server.set(APP1)
     assert run_rhgen(["generate"], target.env).returncode == 0
     mount.remount_ro(folder)
     before = target.snapshot()
 
     unchanged = run_rhgen(["generate"], target.env)
-    metadata_server.containers(APP1 + APP2)
+    metadata_server.set(APP1 + APP2)
     changed = run_rhgen(["generate"], target.env)
 
     assert unchanged.returncode == 0 and unchanged.stdout.endswith("no change\n"), unchanged.stderr
@@ -205,7 +204,7 @@ def test_unusable_haproxy_binary_is_a_clear_error(kind, live, metadata_server, g
         binary.chmod(0o644)
     elif kind == "a folder":
         binary.mkdir()
-    metadata_server.containers(APP1 + APP2)
+    metadata_server.set(APP1 + APP2)
 
     result = generate(HAPROXY_BIN=str(binary))
 
@@ -245,7 +244,7 @@ def pinned():
 
 def changing_everything(metadata_server, env: dict[str, str]) -> dict[str, str]:
     """A new answer and a new port: backends.cfg, domain.map and haproxy.cfg (renamed last) all change."""
-    metadata_server.containers(APP1 + APP2)
+    metadata_server.set(APP1 + APP2)
     return {**env, "HTTP_PORT": str(free_port())}
 
 
@@ -255,7 +254,7 @@ def test_a_config_that_cannot_be_replaced_fails_before_any_file_is_swapped(
 ):
     reloads = tmp_path / "reloads"
     env = {**target.env, "RELOAD_COMMAND": str(script(tmp_path / "reload", f"echo reload >> {reloads}\n"))}
-    metadata_server.containers(APP1)
+    metadata_server.set(APP1)
     assert run_rhgen(["generate"], env).returncode == 0
     reloads.unlink()
     pinned(target.config, how)
@@ -279,7 +278,7 @@ def test_a_rename_that_fails_after_the_check_puts_back_the_files_already_swapped
     # tool) pins the file after rhgen looked and before it renames, so the third rename fails.
     reloads = tmp_path / "reloads"
     env = {**target.env, "RELOAD_COMMAND": str(script(tmp_path / "reload", f"echo reload >> {reloads}\n"))}
-    metadata_server.containers(APP1)
+    metadata_server.set(APP1)
     assert run_rhgen(["generate"], env).returncode == 0
     reloads.unlink()
     before = target.snapshot()
@@ -308,10 +307,10 @@ def test_a_users_own_haproxy_cfg_pinned_read_only_is_left_alone_while_the_rest_s
     # backends.cfg and domain.map already swapped. A file without rhgen's header is never written.
     own = seed_style_config(target)
     target.config.write_bytes(own)
-    metadata_server.containers(APP1)
+    metadata_server.set(APP1)
     assert run_rhgen(["generate"], target.env).returncode == 0
     pinned(target.config, "chattr +i")
-    metadata_server.containers(APP1 + APP2)
+    metadata_server.set(APP1 + APP2)
 
     result = run_rhgen(["generate"], target.env)
 
@@ -371,9 +370,9 @@ FOUR = [container(f"app{i}", "web", f"127.0.0.{10 + i}", 8080, name=f"app{i}-web
 def test_sudden_drop_of_routes_is_a_warning_naming_the_counts(
     keep, setting, warned, metadata_server, generate, target, reliability
 ):
-    metadata_server.containers(FOUR)
+    metadata_server.set(FOUR)
     assert generate().returncode == 0
-    metadata_server.containers(FOUR[:keep])
+    metadata_server.set(FOUR[:keep])
 
     result = generate(**({"RHGEN_DROP_WARNING": setting} if setting else {}))
 
@@ -389,7 +388,7 @@ def test_an_alias_only_change_swaps_the_map_and_reloads(live, metadata_server, g
     # a known defect of the image rhgen replaces: a change of aliases alone never reloaded
     reloads = tmp_path / "reloads"
     reload = script(tmp_path / "reload", f"cat {target.map} >> {reloads}\n")
-    metadata_server.service_metadata({"aliases": {"app1": ["www", "shop.example.com"]}})
+    metadata_server.set(metadata={"aliases": {"app1": ["www", "shop.example.com"]}})
 
     result = generate(RELOAD_COMMAND=str(reload))
 
@@ -405,11 +404,11 @@ def test_ten_concurrent_runs_with_different_answers_take_turns(run_rhgen, tmp_pa
     servers = [MetadataServer() for _ in range(10)]
     try:
         for k, server in enumerate(servers):
-            server.containers([
+            server.set([
                 container("app1", "web", f"127.0.1.{k + 1}", 8080, name=f"app1-web-{k}"),
                 container(f"only{k}", "web", f"127.0.2.{k + 1}", 8080, name=f"only{k}-web"),
             ])
-            server.service_metadata({"aliases": {f"only{k}": ["www"]}})
+            server.set(metadata={"aliases": {f"only{k}": ["www"]}})
         target = make_target(tmp_path / "live", servers[0])
         snapshots = tmp_path / "snapshots"
         snapshots.mkdir()
@@ -491,14 +490,14 @@ class KillLane:
             ca = trustme.CA()
             leaves = [ca.issue_cert("*.dev.tld"), ca.issue_cert("*.dev.tld", "dev.tld")]
         for k, server in enumerate(self.servers):
-            server.containers([
+            server.set([
                 container("app1", "web", f"127.0.0.{11 + k}", 8080 + k, health="healthy", name=f"app1-web-{k}"),
                 container(f"app{2 + k}", "web", "127.0.0.20", 9000, name=f"app{2 + k}-web"),
             ])
             metadata = {"aliases": {"app1": ["www"] if k == 0 else ["api", "shop.example.com"]}}
             if tls:
                 metadata["ssl_cert"], metadata["ssl_key"] = chain_pem(leaves[k]), key_pem(leaves[k])
-            server.service_metadata(metadata)
+            server.set(metadata=metadata)
         self.target = make_target(root / "live", self.servers[0])
         self.reload = script(root / "reload", f'echo "$1" >> {self.reloads}\n')
         self.envs = [

@@ -12,8 +12,8 @@ import json
 
 import pytest
 
-from helpers import CONTAINERS, SERVICE_METADATA
-from test_generate import APP1, live  # noqa: F401 - `live` is a fixture
+from tests.support.metadata import APP1, CONTAINERS, SERVICE_METADATA
+
 
 SOURCE = "Faults of the source"
 HELD = "exit 1, one error line, live files byte-identical (content, inode, mtime), no temp file"
@@ -23,11 +23,11 @@ assert len(BIG) > 20 * CAP
 
 
 def _json(data, **answer):
-    return lambda server: server.set(CONTAINERS, body=json.dumps(data).encode(), **answer)
+    return lambda server: server.answer(CONTAINERS, body=json.dumps(data).encode(), **answer)
 
 
 def _raw(body: bytes, **answer):
-    return lambda server: server.set(CONTAINERS, body=body, **answer)
+    return lambda server: server.answer(CONTAINERS, body=body, **answer)
 
 
 # name -> (how the source breaks, env for the run, the words the error line must hold)
@@ -51,10 +51,10 @@ FAULTS = {
     ),
     "containers without keys": (_json([{}, {}]), {}, "none of the 2 containers"),
     "service metadata is a string": (
-        lambda s: s.set_json(SERVICE_METADATA, "aliases: www"), {}, "metadata is a string, expected a mapping",
+        lambda s: s.answer_json(SERVICE_METADATA, "aliases: www"), {}, "metadata is a string, expected a mapping",
     ),
     "service metadata hangs (second request)": (
-        lambda s: s.set(SERVICE_METADATA, hang=True), {"RHGEN_READ_TIMEOUT": "0.3"}, "timed out",
+        lambda s: s.answer(SERVICE_METADATA, hang=True), {"RHGEN_READ_TIMEOUT": "0.3"}, "timed out",
     ),
     "answer over the cap (Content-Length)": (_raw(BIG), {"RHGEN_MAX_ANSWER_BYTES": str(CAP)}, f"over the {CAP}-byte cap"),
     "answer over the cap (chunked, no length)": (
@@ -101,7 +101,7 @@ def test_source_fault_exits_1_with_one_line_and_loses_nothing(
 
 
 def test_retries_are_bounded_and_back_off(live, metadata_server, generate, target, scratch, reliability):
-    metadata_server.set_json(CONTAINERS, {}, status=503)
+    metadata_server.answer_json(CONTAINERS, {}, status=503)
     metadata_server.requests.clear()
 
     result = generate("-v", RHGEN_RETRIES="3", TMPDIR=str(scratch))
@@ -118,7 +118,7 @@ def test_retries_are_bounded_and_back_off(live, metadata_server, generate, targe
 
 
 def test_a_hanging_server_is_retried_within_the_bound(live, metadata_server, generate, target, scratch, reliability):
-    metadata_server.set(CONTAINERS, hang=True)
+    metadata_server.answer(CONTAINERS, hang=True)
     metadata_server.requests.clear()
 
     result = generate(RHGEN_RETRIES="1", RHGEN_READ_TIMEOUT="0.3", TMPDIR=str(scratch))
@@ -142,7 +142,7 @@ def test_answers_that_cannot_improve_are_not_retried(fault, live, metadata_serve
 
 def test_answer_just_under_the_cap_is_read(metadata_server, generate, target):
     body = json.dumps(APP1).encode()
-    metadata_server.set(CONTAINERS, body=body, chunked=True)
+    metadata_server.answer(CONTAINERS, body=body, chunked=True)
     result = generate(RHGEN_MAX_ANSWER_BYTES=str(max(len(body), 1024)))
     assert result.returncode == 0, result.stderr
     assert "app1.dev.tld app1" in target.map.read_text()
@@ -150,7 +150,7 @@ def test_answer_just_under_the_cap_is_read(metadata_server, generate, target):
 
 def test_one_broken_container_among_good_ones_is_skipped_alone(metadata_server, generate, target):
     # the "none is usable" rule is for answers of the wrong shape, not for one odd container
-    metadata_server.containers(APP1 + ["junk", {}, {**APP1[0], "stack_name": None, "name": "nameless"}])
+    metadata_server.set(APP1 + ["junk", {}, {**APP1[0], "stack_name": None, "name": "nameless"}])
     result = generate()
     assert result.returncode == 0, result.stderr
     assert "app1.dev.tld app1" in target.map.read_text()

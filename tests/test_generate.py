@@ -12,53 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CONTAINERS, LABEL, PROXY_LABEL, SERVICE_METADATA, container, free_port
+from tests.support.metadata import APP1, APP2, CONTAINERS, LABEL, NOT_FOUND, PROXY_LABEL, SERVICE_METADATA, container
+from tests.support.outputs import error_lines, map_entries, script, seed_style_config, server_lines, warning_lines
+from tests.support.net import free_port
 from rhgen import pipeline, resources
 from rhgen.settings import load_settings
-
-APP1 = [
-    container("app1", "web", "127.0.0.11", 8080, health="healthy", name="app1-web-1"),
-    container("app1", "web", "127.0.0.12", 8080, health="healthy", name="app1-web-2"),
-]
-APP2 = [container("app2", "web", "127.0.0.13", 9000, name="app2-web-1")]
-
-
-def error_lines(result) -> list[str]:
-    return [line for line in result.stderr.splitlines() if line.startswith("rhgen: error:")]
-
-
-def warning_lines(result) -> list[str]:
-    return [line for line in result.stderr.splitlines() if line.startswith("rhgen: warning:")]
-
-
-def map_entries(target) -> dict[str, str]:
-    lines = [line.split() for line in target.map.read_text().splitlines() if line and not line.startswith("#")]
-    return {host: backend for host, backend in lines}
-
-
-def server_lines(target) -> list[str]:
-    return [line.strip() for line in target.backends.read_text().splitlines() if line.strip().startswith("server ")]
-
-
-def script(path, body: str):
-    path.write_text("#!/bin/sh\n" + body)
-    path.chmod(0o755)
-    return path
-
-
-@pytest.fixture
-def live(metadata_server, target):
-    """Files in service for app1 (two servers, alias www), made by a first successful run.
-
-    Run in-process (same settings, source, haproxy -c and swap as the CLI) to save an interpreter
-    start per test; the runs under test all go through `python -m rhgen`."""
-    metadata_server.containers(APP1)
-    metadata_server.service_metadata({"aliases": {"app1": ["www"]}})
-    outcome = pipeline.generate(load_settings(None, target.env, {}))
-    assert len(outcome.changed) == 3
-    assert map_entries(target) == {"app1.dev.tld": "app1", "www.dev.tld": "app1"}
-    return target.snapshot()
-
 
 # --- no change ---------------------------------------------------------------------------------
 
@@ -76,7 +34,7 @@ def test_unchanged_source_rewrites_nothing_and_never_runs_haproxy(live, metadata
     assert not calls.exists()
 
     # the recorder does record when there is something to check
-    metadata_server.containers(APP1 + APP2)
+    metadata_server.set(APP1 + APP2)
     assert generate(HAPROXY_BIN=str(recorder)).returncode == 0
     assert calls.read_text().startswith("-c -f ")
 
@@ -90,20 +48,20 @@ def _refuse(server, env):
 
 SOURCE_FAILURES = {
     "refused": (_refuse, "connection refused"),
-    "500": (lambda s, env: s.set_json(CONTAINERS, {"message": "boom"}, status=500), "HTTP 500"),
-    "404 on containers": (lambda s, env: s.answers.pop(CONTAINERS), "HTTP 404"),
-    "403 on metadata": (lambda s, env: s.set_json(SERVICE_METADATA, {}, status=403), "HTTP 403"),
-    "not JSON": (lambda s, env: s.set(CONTAINERS, body=b"<html>oops</html>", content_type="text/html"), "not JSON"),
-    "empty answer": (lambda s, env: s.set(CONTAINERS, body=b""), "not JSON"),
-    "answer cut short": (lambda s, env: s.set(CONTAINERS, body=json.dumps(APP1).encode(), cut=20), "cut short"),
-    "object, not list": (lambda s, env: s.set_json(CONTAINERS, {"data": APP1}), "expected a list"),
-    "metadata is a list": (lambda s, env: s.set_json(SERVICE_METADATA, ["www"]), "expected a mapping"),
+    "500": (lambda s, env: s.answer_json(CONTAINERS, {"message": "boom"}, status=500), "HTTP 500"),
+    "404 on containers": (lambda s, env: s.answer_json(CONTAINERS, NOT_FOUND, status=404), "HTTP 404"),
+    "403 on metadata": (lambda s, env: s.answer_json(SERVICE_METADATA, {}, status=403), "HTTP 403"),
+    "not JSON": (lambda s, env: s.answer(CONTAINERS, body=b"<html>oops</html>", content_type="text/html"), "not JSON"),
+    "empty answer": (lambda s, env: s.answer(CONTAINERS, body=b""), "not JSON"),
+    "answer cut short": (lambda s, env: s.answer(CONTAINERS, body=json.dumps(APP1).encode(), cut=20), "cut short"),
+    "object, not list": (lambda s, env: s.answer_json(CONTAINERS, {"data": APP1}), "expected a list"),
+    "metadata is a list": (lambda s, env: s.answer_json(SERVICE_METADATA, ["www"]), "expected a mapping"),
     "read timeout": (
-        lambda s, env: (s.set(CONTAINERS, hang=True), env.update(RHGEN_READ_TIMEOUT="0.3")),
+        lambda s, env: (s.answer(CONTAINERS, hang=True), env.update(RHGEN_READ_TIMEOUT="0.3")),
         "timed out",
     ),
     "slower than the read timeout": (
-        lambda s, env: (s.set(CONTAINERS, body=json.dumps(APP1).encode(), delay=1.0), env.update(RHGEN_READ_TIMEOUT="0.3")),
+        lambda s, env: (s.answer(CONTAINERS, body=json.dumps(APP1).encode(), delay=1.0), env.update(RHGEN_READ_TIMEOUT="0.3")),
         "timed out",
     ),
 }
@@ -130,7 +88,7 @@ def test_source_failure_exits_1_with_one_error_line_and_leaves_live_files_alone(
 def test_metadata_trickling_in_slower_than_the_read_timeout_fails(live, metadata_server, generate, target):
     # every single byte arrives within the timeout, the whole answer does not
     body = json.dumps(APP1).encode()
-    metadata_server.set(CONTAINERS, body=body, drip=0.05)  # the whole answer would take 30 s and more
+    metadata_server.answer(CONTAINERS, body=body, drip=0.05)  # the whole answer would take 30 s and more
     assert len(body) * 0.05 > 30
 
     started = time.monotonic()
@@ -143,8 +101,8 @@ def test_metadata_trickling_in_slower_than_the_read_timeout_fails(live, metadata
 
 
 def test_chunked_and_gzip_encoded_answers_are_read(metadata_server, generate, target):
-    metadata_server.set(CONTAINERS, body=json.dumps(APP1).encode(), chunked=True)
-    metadata_server.set(
+    metadata_server.answer(CONTAINERS, body=json.dumps(APP1).encode(), chunked=True)
+    metadata_server.answer(
         SERVICE_METADATA, body=gzip.compress(json.dumps({"aliases": {"app1": "www"}}).encode()),
         headers={"Content-Encoding": "gzip"},
     )
@@ -154,7 +112,7 @@ def test_chunked_and_gzip_encoded_answers_are_read(metadata_server, generate, ta
 
 
 def test_5xx_is_retried_as_often_as_configured(live, metadata_server, generate, target):
-    metadata_server.set_json(CONTAINERS, {}, status=503)
+    metadata_server.answer_json(CONTAINERS, {}, status=503)
     metadata_server.requests.clear()
     result = generate(RHGEN_RETRIES="2")
     assert result.returncode == 1
@@ -164,7 +122,7 @@ def test_5xx_is_retried_as_often_as_configured(live, metadata_server, generate, 
 
 
 def test_missing_service_metadata_means_no_aliases_and_stacks_still_route(metadata_server, generate, target, run_rhgen):
-    metadata_server.containers(APP1)  # self/service/metadata stays unset: 404 with Rancher's JSON error body
+    metadata_server.set(APP1)  # self/service/metadata stays unset: 404 with Rancher's JSON error body
 
     result = generate()
 
@@ -178,7 +136,7 @@ def test_missing_service_metadata_means_no_aliases_and_stacks_still_route(metada
 
 
 def test_metadata_requests_ask_for_json(metadata_server, generate):
-    metadata_server.containers(APP1)
+    metadata_server.set(APP1)
     assert generate().returncode == 0
     assert {r.path for r in metadata_server.requests} == {CONTAINERS, SERVICE_METADATA}
     assert all(r.headers.get("Accept") == "application/json" for r in metadata_server.requests)
@@ -192,7 +150,7 @@ BAD_PORTS = ["80a", "0", "70000", "", " 80\n", "-80", "8080/tcp", "८०", "655
 
 def test_containers_with_bad_port_labels_are_skipped_alone_with_a_warning_each(metadata_server, generate, target):
     bad = [container("app1", "web", f"127.0.1.{i}", value, name=f"app1-bad-{i}") for i, value in enumerate(BAD_PORTS)]
-    metadata_server.containers(APP1[:1] + bad + APP1[1:] + APP2)
+    metadata_server.set(APP1[:1] + bad + APP1[1:] + APP2)
 
     result = generate()
 
@@ -215,7 +173,7 @@ def test_containers_with_bad_proxy_labels_are_skipped_with_a_warning_each(metada
         for i, value in enumerate(BAD_PROXY_VALUES)
     ]
     good = container("app2", "web", "127.0.0.14", 9000, labels={PROXY_LABEL: "send-proxy-v2"}, name="app2-web-v2")
-    metadata_server.containers(APP1 + APP2 + bad + [good])
+    metadata_server.set(APP1 + APP2 + bad + [good])
 
     result = generate()
 
@@ -236,7 +194,7 @@ BAD_STACKS = ["_app", "-app", "app-", "app.two", "app 3", "a" * 64, "ünï"]
 
 def test_stacks_whose_names_are_no_dns_label_are_skipped_with_a_warning_each(metadata_server, generate, target):
     odd = [container(stack, "web", f"127.0.1.{i}", 8080, name=f"odd-{i}") for i, stack in enumerate(BAD_STACKS)]
-    metadata_server.containers(APP1 + odd)
+    metadata_server.set(APP1 + odd)
 
     result = generate()
 
@@ -251,8 +209,8 @@ def test_stacks_whose_names_are_no_dns_label_are_skipped_with_a_warning_each(met
 
 def test_compose_project_with_underscore_routes_with_a_dash(metadata_server, generate, target):
     """Issue 17: Compose project names may hold `_` (rt_proj); a host label cannot, so `_` becomes `-`."""
-    metadata_server.containers(APP1 + [container("rt_proj", "web", "127.0.0.14", 8080, name="rt_proj-web-1")])
-    metadata_server.service_metadata({"aliases": {"rt_proj": ["shop"]}})
+    metadata_server.set(APP1 + [container("rt_proj", "web", "127.0.0.14", 8080, name="rt_proj-web-1")])
+    metadata_server.set(metadata={"aliases": {"rt_proj": ["shop"]}})
 
     result = generate()
 
@@ -263,9 +221,9 @@ def test_compose_project_with_underscore_routes_with_a_dash(metadata_server, gen
 
 
 def test_project_names_that_differ_only_by_underscore_follow_the_collision_rule(metadata_server, generate, target):
-    metadata_server.containers(APP1 + [container("rt_proj", "web", "127.0.0.14", 8080, name="first")])
+    metadata_server.set(APP1 + [container("rt_proj", "web", "127.0.0.14", 8080, name="first")])
     assert generate().returncode == 0
-    metadata_server.containers(
+    metadata_server.set(
         APP1 + [container("rt_proj", "web", "127.0.0.14", 8080, name="first"), container("rt-proj", "web", "127.0.0.15", 8080, name="second")]
     )
 
@@ -281,11 +239,11 @@ def test_project_names_that_differ_only_by_underscore_follow_the_collision_rule(
 
 def test_new_stack_differing_in_case_cannot_take_over_a_served_host(metadata_server, generate, target):
     """Issue 17: a new stack APP1 took app1.dev.tld and its aliases; app1's own containers were skipped."""
-    metadata_server.containers(APP1)
-    metadata_server.service_metadata({"aliases": {"app1": ["www"]}})
+    metadata_server.set(APP1)
+    metadata_server.set(metadata={"aliases": {"app1": ["www"]}})
     assert generate().returncode == 0
     served = target.backends.read_text()
-    metadata_server.containers([container("APP1", "web", "127.0.0.66", 8080, name="impostor"), *APP1])
+    metadata_server.set([container("APP1", "web", "127.0.0.66", 8080, name="impostor"), *APP1])
 
     result = generate()
 
@@ -299,11 +257,11 @@ def test_new_stack_differing_in_case_cannot_take_over_a_served_host(metadata_ser
 
 
 def test_container_with_a_copied_uuid_cannot_replace_a_served_server(metadata_server, generate, target):
-    metadata_server.containers(APP1)
+    metadata_server.set(APP1)
     assert generate().returncode == 0
     real = APP1[0]
     impostor = container("app1", "web", "127.0.0.66", 8080, name="aaa-impostor", uuid=real["uuid"])
-    metadata_server.containers([impostor, *APP1])
+    metadata_server.set([impostor, *APP1])
 
     result = generate()
 
@@ -319,7 +277,7 @@ def test_container_with_a_copied_uuid_cannot_replace_a_served_server(metadata_se
 def test_container_ip_cannot_inject_lines_into_the_config(metadata_server, generate, target):
     evil = container("app2", "web", "127.0.0.13", 9000, name="evil")
     evil["primary_ip"] = "fe80::1%x]:1\nbackend injected\n    server s 127.0.0.99:80\n#"
-    metadata_server.containers(APP1 + [evil])
+    metadata_server.set(APP1 + [evil])
 
     result = generate()
 
@@ -330,7 +288,7 @@ def test_container_ip_cannot_inject_lines_into_the_config(metadata_server, gener
 
 
 def test_ipv6_container_address_passes_haproxy_check(metadata_server, generate, target):
-    metadata_server.containers(APP1 + [container("app6", "web", "fd00::6", 8080, name="v6")])
+    metadata_server.set(APP1 + [container("app6", "web", "fd00::6", 8080, name="v6")])
     result = generate()
     assert result.returncode == 0, result.stderr
     assert any(line.split()[2] == "[fd00::6]:8080" for line in server_lines(target))
@@ -340,7 +298,7 @@ def test_ipv6_container_address_passes_haproxy_check(metadata_server, generate, 
 
 
 def test_dry_run_writes_nothing_and_prints_a_diff_of_new_files(metadata_server, generate, target):
-    metadata_server.containers(APP1)
+    metadata_server.set(APP1)
 
     result = generate("--dry-run")
 
@@ -355,7 +313,7 @@ def test_dry_run_writes_nothing_and_prints_a_diff_of_new_files(metadata_server, 
 
 
 def test_dry_run_shows_what_would_change_in_live_files_and_leaves_them(live, metadata_server, generate, target):
-    metadata_server.containers(APP1[:1] + APP2)
+    metadata_server.set(APP1[:1] + APP2)
 
     result = generate("--dry-run")
 
@@ -384,7 +342,7 @@ def test_config_haproxy_rejects_is_reported_and_not_installed(live, metadata_ser
     templates.mkdir()
     bundled = (resources.template_dir() / "haproxy.cfg.j2").read_text()
     (templates / "haproxy.cfg.j2").write_text(bundled.replace("    option forwardfor\n", "    option forwardfor\n    bogus-keyword 1\n"))
-    metadata_server.containers(APP1 + APP2)
+    metadata_server.set(APP1 + APP2)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
 
@@ -400,7 +358,7 @@ def test_config_haproxy_rejects_is_reported_and_not_installed(live, metadata_ser
 
 
 def test_missing_haproxy_binary_is_an_error_and_nothing_changes(live, metadata_server, generate, target, tmp_path):
-    metadata_server.containers(APP1 + APP2)
+    metadata_server.set(APP1 + APP2)
     result = generate(HAPROXY_BIN=str(tmp_path / "no-haproxy"))
     assert result.returncode == 1
     assert error_lines(result) == [f"rhgen: error: haproxy binary '{tmp_path / 'no-haproxy'}' not found (install haproxy or set HAPROXY_BIN)"]
@@ -411,7 +369,7 @@ def test_missing_haproxy_binary_is_an_error_and_nothing_changes(live, metadata_s
 
 
 def test_empty_result_does_not_replace_routes_in_service(live, metadata_server, generate, target):
-    metadata_server.containers([])
+    metadata_server.set([])
 
     result = generate()
 
@@ -422,7 +380,7 @@ def test_empty_result_does_not_replace_routes_in_service(live, metadata_server, 
 
 
 def test_allow_empty_replaces_routes_with_none(live, metadata_server, generate, target):
-    metadata_server.containers([])
+    metadata_server.set([])
 
     result = generate("--allow-empty")
 
@@ -445,7 +403,7 @@ def test_reload_command_runs_after_the_swap_and_not_without_change(metadata_serv
     marker = tmp_path / "reloads"
     reload = script(tmp_path / "reload", f'echo "reload $*" >> {marker}\ncat {target.map} >> {marker}\n')
     env = {"RELOAD_COMMAND": f"{reload} --graceful"}
-    metadata_server.containers(APP1)
+    metadata_server.set(APP1)
 
     first = generate(**env)
     assert first.returncode == 0, first.stderr
@@ -457,7 +415,7 @@ def test_reload_command_runs_after_the_swap_and_not_without_change(metadata_serv
     assert unchanged.stdout.endswith("; no change\n")
     assert marker.read_text().count("reload --graceful\n") == 1
 
-    metadata_server.containers(APP1 + APP2)
+    metadata_server.set(APP1 + APP2)
     assert generate(**env).returncode == 0
     assert marker.read_text().count("reload --graceful\n") == 2
     assert marker.read_text().endswith("app2.dev.tld app2\n")
@@ -465,7 +423,7 @@ def test_reload_command_runs_after_the_swap_and_not_without_change(metadata_serv
 
 def test_failing_reload_command_is_reported_after_the_swap(metadata_server, generate, target, tmp_path):
     reload = script(tmp_path / "reload", 'echo "master socket gone" >&2\nexit 3\n')
-    metadata_server.containers(APP1)
+    metadata_server.set(APP1)
 
     result = generate(RELOAD_COMMAND=str(reload))
 
@@ -479,7 +437,7 @@ def test_replaced_file_keeps_its_mode_and_new_files_get_0644(live, metadata_serv
     target.map.chmod(0o640)
     target.backends.chmod(0o600)
     inode = target.map.stat().st_ino
-    metadata_server.containers(APP1 + APP2)
+    metadata_server.set(APP1 + APP2)
 
     assert generate().returncode == 0
 
@@ -499,8 +457,8 @@ def test_container_order_does_not_change_the_output(metadata_server, generate, t
         container("app5", "web", "127.0.0.18", 7003, state="stopped", name="app5-web-1"),
     ]
     aliases = {"app3": ["api", "shop.example.com"], "app1": ["www", "b", "a"], "App4": "four"}
-    metadata_server.containers(containers)
-    metadata_server.service_metadata({"aliases": aliases})
+    metadata_server.set(containers)
+    metadata_server.set(metadata={"aliases": aliases})
     assert generate().returncode == 0
     first = {path.name: path.read_bytes() for path in target.outputs}
 
@@ -510,8 +468,8 @@ def test_container_order_does_not_change_the_output(metadata_server, generate, t
         shuffler.shuffle(shuffled)
         names = list(aliases.items())
         shuffler.shuffle(names)
-        metadata_server.containers(shuffled)
-        metadata_server.service_metadata(
+        metadata_server.set(shuffled)
+        metadata_server.set(metadata=
             {"aliases": {stack: sorted(v, key=lambda _: shuffler.random()) if isinstance(v, list) else v for stack, v in names}}
         )
         result = generate()
@@ -521,7 +479,7 @@ def test_container_order_does_not_change_the_output(metadata_server, generate, t
 
 
 def test_missing_target_folder_is_a_clear_error(metadata_server, generate, target, tmp_path):
-    metadata_server.containers(APP1)
+    metadata_server.set(APP1)
     gone = tmp_path / "gone"
 
     result = generate(HAPROXY_CONFIG=str(gone / "haproxy.cfg"))
@@ -555,18 +513,6 @@ def test_bundled_demo_renders_the_documented_routes(run_rhgen, tmp_path):
 # --- a user's own haproxy.cfg -------------------------------------------------------------------
 
 
-def seed_style_config(target, use_map: bool = True, fallback: bool = True) -> bytes:
-    """A haproxy.cfg as users of the image rhgen replaces wrote their own: the map by its live
-    path, a fallback backend, no rhgen header."""
-    lookup = f"use_backend %[req.hdr(host),lower,map({target.map},fallback)]\n" if use_map else ""
-    return (
-        "global\n    log stdout format raw local0\n\n"
-        "defaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\n"
-        f"frontend http\n    bind 127.0.0.1:{target.port}\n    {lookup}    default_backend fallback\n\n"
-        + ("backend fallback\n    http-request return status 503 content-type text/plain string nobody-here\n" if fallback else "")
-    ).encode()
-
-
 def test_a_users_own_haproxy_cfg_is_never_overwritten_and_routes_through_the_generated_map(
     metadata_server, backend_servers, generate, target, haproxy
 ):
@@ -574,7 +520,7 @@ def test_a_users_own_haproxy_cfg_is_never_overwritten_and_routes_through_the_gen
     own = seed_style_config(target)
     target.config.write_bytes(own)  # before the first run: domain.map does not exist yet
     target.config.chmod(0o640)
-    metadata_server.containers([container("app1", "web", "127.0.0.11", ports["127.0.0.11"], name="app1-web-1")])
+    metadata_server.set([container("app1", "web", "127.0.0.11", ports["127.0.0.11"], name="app1-web-1")])
 
     first = generate()
 
@@ -586,7 +532,7 @@ def test_a_users_own_haproxy_cfg_is_never_overwritten_and_routes_through_the_gen
     assert haproxy.get("app1.dev.tld") == (200, "app1")
     assert haproxy.get("nobody.dev.tld") == (503, "nobody-here")
 
-    metadata_server.containers([
+    metadata_server.set([
         container("app1", "web", "127.0.0.11", ports["127.0.0.11"], name="app1-web-1"),
         container("app2", "web", "127.0.0.13", ports["127.0.0.13"], name="app2-web-1"),
     ])
@@ -613,7 +559,7 @@ def test_a_users_own_haproxy_cfg_without_the_map_or_the_fallback_gets_one_warnin
     if not fallback:  # haproxy -c refuses a default_backend that does not exist: name one in backends.cfg's place
         own = own.replace(b"    default_backend fallback\n", b"")
     target.config.write_bytes(own)
-    metadata_server.containers(APP1)
+    metadata_server.set(APP1)
 
     result = generate()
 
@@ -630,7 +576,7 @@ def test_a_users_own_haproxy_cfg_is_checked_with_the_new_files_and_a_rejected_se
 ):
     own = seed_style_config(target)
     target.config.write_bytes(own + b"    server broken 127.0.0.1:notaport\n")
-    metadata_server.containers(APP1)
+    metadata_server.set(APP1)
 
     result = generate()
 
@@ -668,7 +614,7 @@ def test_a_custom_haproxy_cfg_template_without_the_header_still_renders_a_file_r
     bundled = (resources.template_dir() / "haproxy.cfg.j2").read_text()
     headless = bundled.split("\n", 1)[1]  # the user dropped the "Generated by rhgen" line
     (templates / "haproxy.cfg.j2").write_text(headless)
-    metadata_server.containers(APP1)
+    metadata_server.set(APP1)
 
     assert generate(RHGEN_TEMPLATE_DIR=str(templates)).returncode == 0
     assert target.config.read_text().startswith("# Generated by rhgen from haproxy.cfg.j2 (RHGEN_TEMPLATE_DIR)\n")

@@ -8,22 +8,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from runtime_support import (
-    ENTRYPOINT,
-    RELOAD_HELPER,
-    Metadata,
-    base_env,
-    container,
-    current_worker,
-    free_port,
-    master_reloads,
-    procs,  # noqa: F401 - a fixture
-    routes_to,
-    servers,
-    socket_dir,  # noqa: F401 - a fixture
-    start_backend,
-    wait_until,
-)
+from tests.support.apps import App
+from tests.support.haproxy import current_worker, master_reloads
+from tests.support.metadata import container, write_metadata_file
+from tests.support.net import closing_all, free_port, routes_to, wait_for
+from tests.support.rhgen import ENTRYPOINT, RELOAD_HELPER, entrypoint_env
 
 BROKEN = b"\nbackend broken\n    no-such-keyword\n"
 
@@ -33,10 +22,10 @@ def env(tmp_path, socket_dir):
     """A file source routing app1 to a real backend, and the files `rhgen generate` made of it."""
     backend_port = free_port("127.0.0.11")
     metadata_file = tmp_path / "metadata.json"
-    Metadata(containers=[container("app1", "127.0.0.11", backend_port)]).write_file(metadata_file)
-    environment = base_env(tmp_path, socket_dir, free_port(), DISABLE_METADATA="true", METADATA_FILE=str(metadata_file))
+    write_metadata_file(metadata_file, [container("app1", "web", "127.0.0.11", backend_port, name="app1-web-1")])
+    environment = entrypoint_env(tmp_path, socket_dir, free_port(), DISABLE_METADATA="true", METADATA_FILE=str(metadata_file))
     rhgen(["generate"], environment, check=True)
-    with servers(start_backend("127.0.0.11", backend_port, "app1")):
+    with closing_all(App("app1\n", "127.0.0.11", backend_port)):
         yield environment
 
 
@@ -46,7 +35,7 @@ def rhgen(args, env, check=False):
 
 def start_haproxy(procs, env):
     proc = procs.spawn(["rhgen", "run-haproxy"], env, "haproxy")
-    wait_until(routes_to(int(env["HTTP_PORT"]), "app1.dev.tld", "app1\n"), 15, what="haproxy serving app1")
+    wait_for(routes_to(int(env["HTTP_PORT"]), "app1.dev.tld", "app1\n"), 15, what="haproxy serving app1")
     return proc
 
 
@@ -105,9 +94,9 @@ def test_paths_set_in_an_rhgen_config_file_reach_haproxy_and_the_reload(procs, e
     file_env = {k: v for k, v in env.items() if not k.startswith("HAPROXY_")}
     file_env["RHGEN_CONFIG"] = str(config)
     proc = procs.spawn(["bash", str(ENTRYPOINT)], file_env, "entrypoint")
-    wait_until(routes_to(int(env["HTTP_PORT"]), "app1.dev.tld", "app1\n"), 15, what="served from the file's paths")
+    wait_for(routes_to(int(env["HTTP_PORT"]), "app1.dev.tld", "app1\n"), 15, what="served from the file's paths")
     assert (folder / "backends.cfg").is_file()
-    wait_until(lambda: "in a plain loop" in proc.log(), 10, what="the schedule running")
+    wait_for(lambda: "in a plain loop" in proc.log(), 10, what="the schedule running")
     assert rhgen(["reload"], file_env).returncode == 0
     assert master_reloads(env["HAPROXY_MASTER_SOCKET"] + ".cfg")[0] >= 1
     assert proc.terminate_and_wait() == 0
@@ -121,9 +110,9 @@ def test_watch_files_reloads_for_a_change_made_before_it_started(procs, env, wat
     domain_map = Path(env["HAPROXY_DOMAIN_MAP"])
     domain_map.write_bytes(domain_map.read_bytes() + b"late.dev.tld app1\n")
     watcher = procs.spawn(["rhgen", "watch-files"], {**env, "RHGEN_WATCH": watch, "RHGEN_POLL_INTERVAL": "0.5"}, "watcher")
-    wait_until(lambda: master_reloads(socket)[0] == 1, 10, what="the reload for the earlier change")
+    wait_for(lambda: master_reloads(socket)[0] == 1, 10, what="the reload for the earlier change")
     assert routes_to(int(env["HTTP_PORT"]), "late.dev.tld", "app1\n")()
     # the master counts the reload a moment before it reports the outcome the watcher waits for
-    wait_until(lambda: "files changed: haproxy reloaded" in watcher.log(), 10, what="the reload logged")
+    wait_for(lambda: "files changed: haproxy reloaded" in watcher.log(), 10, what="the reload logged")
     assert watcher.terminate_and_wait() == 0
     assert master_reloads(socket)[0] == 1

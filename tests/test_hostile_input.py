@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 from hypothesis import assume, given, settings as hypothesis_settings, strategies as st
 
-from helpers import DOMAIN, LABEL, PROXY_LABEL, container, raw_request
+from tests.support.metadata import DOMAIN, LABEL, PROXY_LABEL, container
+from tests.support.net import raw_request
 from rhgen import render
 from rhgen.errors import RhgenError
 from rhgen.model import PROXY_KEYWORDS, ROUTABLE_HEALTH, Routing, SourceData
@@ -425,12 +426,12 @@ def test_answers_file_numbers_are_ports_and_other_kinds_are_named(run_rhgen, tmp
 def test_a_100_kb_value_is_cut_in_every_message(metadata_server, generate, reliability):
     """Issue 17: a 100 KB stack, alias or label value was printed whole, twice, in each warning line."""
     huge = "x" * 100_000
-    metadata_server.containers([
+    metadata_server.set([
         container(huge, "web", "127.0.0.11", 8080, name=huge),
         container("app1", "web", "127.0.0.12", huge, name="big-label"),
         container("app2", "web", "127.0.0.13", 8080),
     ])
-    metadata_server.service_metadata({"aliases": {"app2": [huge + ".com"]}})
+    metadata_server.set(metadata={"aliases": {"app2": [huge + ".com"]}})
     result = generate()
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
@@ -445,7 +446,7 @@ ESCAPE = "\x1b[2J\x1b[31mred\x1b]0;title\x07\u202e"
 
 def test_terminal_escapes_in_names_are_printed_escaped(metadata_server, run_rhgen, target, reliability):
     """Issue 17: `rhgen routes` printed container names raw: a name could clear the screen or colour it."""
-    metadata_server.containers([
+    metadata_server.set([
         container("app1", "web", "127.0.0.11", 8080, name=f"app1-{ESCAPE}"),
         container("app2", "web", "127.0.0.12", "80a", name=f"bad-{ESCAPE}"),
     ])
@@ -454,7 +455,7 @@ def test_terminal_escapes_in_names_are_printed_escaped(metadata_server, run_rhge
         result = run_rhgen(args, target.env)
         assert result.returncode == 0, result.stderr
         outputs.append(result.stdout + result.stderr)
-    metadata_server.containers([{"name": ESCAPE}])  # nothing usable: an error quoting the name
+    metadata_server.set([{"name": ESCAPE}])  # nothing usable: an error quoting the name
     result = run_rhgen(["generate"], target.env)
     assert result.returncode == 1
     outputs.append(result.stdout + result.stderr)
@@ -573,15 +574,15 @@ def test_crafted_host_headers_reach_their_own_stack_or_none(
     for stack, ip in stacks.items():
         backend_servers.start(ip, stack)
     ports = backend_servers.ports()
-    metadata_server.containers([container(stack, "web", ip, ports[ip], name=f"c-{ip}") for stack, ip in stacks.items()])
-    metadata_server.service_metadata({"aliases": {"app1": ["www"], "app2": ["shop.example.com"]}})
+    metadata_server.set([container(stack, "web", ip, ports[ip], name=f"c-{ip}") for stack, ip in stacks.items()])
+    metadata_server.set(metadata={"aliases": {"app1": ["www"], "app2": ["shop.example.com"]}})
     result = generate()
     assert result.returncode == 0, result.stderr
     assert "stack '\u212aube' is not a valid DNS label" in result.stderr
     proxy = haproxy.start()
 
     for head, stack in HOSTS.items():
-        status, body = raw_request(proxy.target.port, head)
+        status, body = raw_request(proxy.port, head)
         if stack is None:
             assert status in (400, 503) and body not in stacks, (head, status, body)
         else:
@@ -602,7 +603,7 @@ def test_a_symlink_planted_at_a_name_rhgen_writes_is_refused_not_followed(
     name, victim_exists, metadata_server, generate, target, tmp_path, reliability
 ):
     # As root, following it would truncate (or create) any file on the machine.
-    metadata_server.containers(APP)
+    metadata_server.set(APP)
     assert generate().returncode == 0
     victim = tmp_path / "victim"
     if victim_exists:
@@ -610,7 +611,7 @@ def test_a_symlink_planted_at_a_name_rhgen_writes_is_refused_not_followed(
     (target.folder / name).unlink(missing_ok=True)
     (target.folder / name).symlink_to(victim)
     before = {path: path.read_bytes() for path in target.outputs}
-    metadata_server.containers(NEW)
+    metadata_server.set(NEW)
 
     result = generate(RELOAD_COMMAND="true")
 
@@ -629,7 +630,7 @@ def test_a_symlink_planted_at_a_name_rhgen_writes_is_refused_not_followed(
 def test_dry_run_shows_a_symlinked_target_as_a_link_never_the_file_it_points_at(
     metadata_server, generate, target, tmp_path, reliability
 ):
-    metadata_server.containers(APP)
+    metadata_server.set(APP)
     assert generate().returncode == 0
     secret = tmp_path / "secret"
     secret.write_text("db_password=hunter2\n")

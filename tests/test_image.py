@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime_support import get
-from support.docker import BACKEND_IMAGE, REPO, docker, wait_for
+from tests.support.net import get
+from tests.support.docker import BACKEND_IMAGE, REPO, docker, wait_for
 
 pytestmark = pytest.mark.usefixtures("docker_daemon")
 

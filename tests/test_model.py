@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from helpers import DOMAIN, LABEL, PROXY_LABEL, container
+from tests.support.metadata import DOMAIN, LABEL, PROXY_LABEL, container
 from rhgen.model import Incumbents, SourceData
 from rhgen.routing import build_routing, incumbents_from
 from rhgen.sources.answers import aliases_from, containers_from_json

@@ -10,14 +10,18 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from servers import DockerDaemon, RancherMetadata, docker_container, free_port, rancher_container, rhgen_env
+
+from tests.support.fake_docker import docker_container, DockerDaemon
+from tests.support.metadata import container, MetadataServer
+from tests.support.net import free_port
+from tests.support.rhgen import rhgen_env
 
 RANCHER_CONTAINERS = [
-    rancher_container("app1-web-1", "app1", "10.42.0.11", 8080, health="healthy"),
-    rancher_container("app1-web-2", "app1", "10.42.0.12", 8080, health="unhealthy"),
-    rancher_container("App-R2-web-1", "App-R2", "10.42.0.21", 8081, proxy_protocol="send-proxy-v2"),
-    rancher_container("app3-web-1", "app3", "10.42.0.31", 8080, state="stopped"),
-    rancher_container("app4-web-1", "app4", "10.42.0.41", "80a"),
+    container("app1", "web", "10.42.0.11", 8080, health="healthy", name="app1-web-1"),
+    container("app1", "web", "10.42.0.12", 8080, health="unhealthy", name="app1-web-2"),
+    container("App-R2", "web", "10.42.0.21", 8081, labels={"proxy_protocol": "send-proxy-v2"}, name="App-R2-web-1"),
+    container("app3", "web", "10.42.0.31", 8080, state="stopped", name="app3-web-1"),
+    container("app4", "web", "10.42.0.41", "80a", name="app4-web-1"),
 ]
 DOCKER_CONTAINERS = [
     docker_container("app1-web-1", "app1", "10.42.0.11", 8080, health="healthy"),
@@ -33,7 +37,7 @@ ALIASES = {"aliases": {"app1": ["www"], "nosuch": ["ghost"]}}
 def source(request, tmp_path):
     """The settings that point rhgen at the same environment through each source."""
     if request.param == "rancher":
-        server = RancherMetadata("2015-12-19")
+        server = MetadataServer("2015-12-19")
         server.set(RANCHER_CONTAINERS, ALIASES)
         yield {"RANCHER_API_HOST": f"http://{server.host}", "RANCHER_API_VERSION": "2015-12-19"}
         server.close()

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import (
-    BackendServers, Haproxy, MetadataServer, PROXY_LABEL, container, make_target, run_rhgen, start_demo,
-)
+from tests.support.apps import BackendServers, start_demo
+from tests.support.haproxy import Haproxy
+from tests.support.metadata import PROXY_LABEL, container, MetadataServer
+from tests.support.rhgen import make_target, run_rhgen
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +24,11 @@ def shared(tmp_path_factory):
         target = make_target(folder / "live", metadata_server)
         result = run_rhgen(["generate"], target.env, folder)
         assert result.returncode == 0, result.stderr
-        proxy = Haproxy(target, folder / "haproxy.log").start()
+        proxy = Haproxy(target.folder, target.port, run_dir=folder, master=False).start()
         yield proxy, backends, result
     finally:
         if proxy:
-            proxy.stop()
+            proxy.close()
         backends.close()
         metadata_server.close()
 
@@ -116,7 +117,7 @@ def test_unhealthy_container_gets_no_traffic(proxy, backends):
 
 
 def test_proxy_protocol_label_ends_the_server_line(proxy, backends):
-    lines = [line.split() for line in proxy.target.backends.read_text().splitlines() if line.strip().startswith("server ")]
+    lines = [line.split() for line in (proxy.folder / "backends.cfg").read_text().splitlines() if line.strip().startswith("server ")]
     by_address = {line[2]: line[10:] for line in lines}  # after the health check's "check inter 1000 fall 2 rise 2"
     assert all(line[3:10] == ["check", "inter", "1000", "fall", "2", "rise", "2"] for line in lines)
     assert by_address[f"127.0.0.21:{backends['127.0.0.21'].port}"] == ["send-proxy"]
@@ -132,13 +133,13 @@ def test_backend_with_proxy_label_receives_a_proxy_header(proxy, backends):
     assert len(backend.proxy_lines) == before + 1
     words = backend.proxy_lines[-1].split(" ")
     assert words[:4] == ["PROXY", "TCP4", "127.0.0.1", "127.0.0.1"]
-    assert words[5] == str(proxy.target.port)  # the destination is haproxy's frontend
+    assert words[5] == str(proxy.port)  # the destination is haproxy's frontend
 
 
 def test_only_the_labelled_container_gets_a_proxy_header(metadata_server, backend_servers, generate, haproxy):
     plain = backend_servers.start("127.0.0.51", "plain")  # would answer a PROXY line with 400
     proxied = backend_servers.start("127.0.0.52", "proxied", proxy_protocol=True)  # needs one
-    metadata_server.containers(
+    metadata_server.set(
         [
             container("plain", "web", "127.0.0.51", plain.port),
             container("proxied", "web", "127.0.0.52", proxied.port, labels={PROXY_LABEL: "send-proxy"}),
@@ -158,16 +159,16 @@ def test_only_the_labelled_container_gets_a_proxy_header(metadata_server, backen
 def test_regenerated_files_route_after_haproxy_restart(metadata_server, backend_servers, generate, haproxy):
     first = backend_servers.start("127.0.0.61", "first")
     second = backend_servers.start("127.0.0.62", "second")
-    metadata_server.containers([container("app", "web", "127.0.0.61", first.port)])
+    metadata_server.set([container("app", "web", "127.0.0.61", first.port)])
     assert generate().returncode == 0
     haproxy.start()
     assert haproxy.get("app.dev.tld") == (200, "first")
     assert haproxy.get("moved.dev.tld")[0] == 503
 
-    metadata_server.containers([container("moved", "web", "127.0.0.62", second.port)])
-    metadata_server.service_metadata({"aliases": {"moved": ["app"]}})
+    metadata_server.set([container("moved", "web", "127.0.0.62", second.port)])
+    metadata_server.set(metadata={"aliases": {"moved": ["app"]}})
     assert generate().returncode == 0
-    haproxy.stop()
+    haproxy.close()
     haproxy.start()
     assert haproxy.get("moved.dev.tld") == (200, "second")
     assert haproxy.get("app.dev.tld") == (200, "second")

@@ -13,25 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-from runtime_support import (
-    ENTRYPOINT,
-    Metadata,
-    RELOAD_HELPER,
-    base_env,
-    container,
-    current_worker,
-    free_port,
-    get,
-    master_pid,
-    master_reloads,
-    procs,  # noqa: F401 - a fixture
-    routes_to,
-    servers,
-    socket_dir,  # noqa: F401 - a fixture
-    start_backend,
-    start_metadata_service,
-    wait_until,
-)
+
+from tests.support.apps import App
+from tests.support.haproxy import current_worker, master_pid, master_reloads
+from tests.support.metadata import container, MetadataServer
+from tests.support.net import closing_all, free_port, get, routes_to, wait_for
+from tests.support.rhgen import ENTRYPOINT, RELOAD_HELPER, entrypoint_env
 
 PERIOD = 1.0
 # One period, plus a run of `rhgen generate` (~0.4 s), the reload and a margin for a busy CI box.
@@ -42,23 +29,20 @@ FOLLOW = PERIOD + 3.0
 def world(tmp_path, socket_dir):
     """Backends app1 (two servers) and app2, a metadata service routing app1, an environment."""
     ports = {name: free_port(ip) for name, ip in (("app1-1", "127.0.0.11"), ("app1-2", "127.0.0.12"), ("app2", "127.0.0.21"))}
-    metadata = Metadata(
-        containers=[
-            container("app1", "127.0.0.11", ports["app1-1"], index=1),
-            container("app1", "127.0.0.12", ports["app1-2"], index=2),
-        ]
-    )
-    metadata_port = free_port()
+    metadata = MetadataServer(containers=[
+        container("app1", "web", "127.0.0.11", ports["app1-1"], name="app1-web-1"),
+        container("app1", "web", "127.0.0.12", ports["app1-2"], name="app1-web-2"),
+    ])
     started = [
-        start_backend("127.0.0.11", ports["app1-1"], "app1"),
-        start_backend("127.0.0.12", ports["app1-2"], "app1"),
-        start_backend("127.0.0.21", ports["app2"], "app2"),
-        start_metadata_service(metadata, metadata_port),
+        App("app1\n", "127.0.0.11", ports["app1-1"]),
+        App("app1\n", "127.0.0.12", ports["app1-2"]),
+        App("app2\n", "127.0.0.21", ports["app2"]),
+        metadata,
     ]
     http_port = free_port()
-    env = base_env(tmp_path, socket_dir, http_port, RANCHER_API_HOST=f"127.0.0.1:{metadata_port}")
-    with servers(*started):
-        yield type("World", (), {"metadata": metadata, "ports": ports, "env": env, "http_port": http_port,
+    env = entrypoint_env(tmp_path, socket_dir, http_port, RANCHER_API_HOST=metadata.host)
+    with closing_all(*started):
+        yield type("World", (), {"metadata": metadata, "apps": started[:3], "ports": ports, "env": env, "http_port": http_port,
                                  "socket": env["HAPROXY_MASTER_SOCKET"], "folder": tmp_path})
 
 
@@ -68,27 +52,25 @@ def start(procs, env, name="entrypoint"):
 
 def test_entrypoint_serves_and_routing_follows_new_stacks_and_aliases(procs, world):
     proc = start(procs, world.env)
-    wait_until(routes_to(world.http_port, "app1.dev.tld", "app1\n"), 15, what="app1 routed after start")
+    wait_for(routes_to(world.http_port, "app1.dev.tld", "app1\n"), 15, what="app1 routed after start")
     assert get(world.http_port, "unknown.dev.tld")[0] == 503
-    wait_until(lambda: "running 'rhgen generate' every 1 s in a plain loop" in proc.log(), 5,
+    wait_for(lambda: "running 'rhgen generate' every 1 s in a plain loop" in proc.log(), 5,
                what="the fallback said once")
     assert proc.log().count("supercronic not found") == 1
 
     # A new stack is deployed.
-    world.metadata.containers.append(container("app2", "127.0.0.21", world.ports["app2"]))
-    changed = time.monotonic()
-    wait_until(routes_to(world.http_port, "app2.dev.tld", "app2\n"), FOLLOW, what="new stack routed")
-    assert time.monotonic() - changed < FOLLOW
+    world.metadata.containers.append(container("app2", "web", "127.0.0.21", world.ports["app2"], name="app2-web-1"))
+    wait_for(routes_to(world.http_port, "app2.dev.tld", "app2\n"), FOLLOW, what="new stack routed")  # the bound is the check
 
     # Only the proxy's own metadata changes: an alias, so only domain.map differs.
     before = Path(world.env["HAPROXY_BACKEND_CONFIG"]).read_bytes()
     world.metadata.service_metadata = {"aliases": {"app2": ["www"]}}
-    wait_until(routes_to(world.http_port, "www.dev.tld", "app2\n"), FOLLOW, what="alias-only change routed")
+    wait_for(routes_to(world.http_port, "www.dev.tld", "app2\n"), FOLLOW, what="alias-only change routed")
     assert Path(world.env["HAPROXY_BACKEND_CONFIG"]).read_bytes() == before
 
     # The stack goes away again: its host falls back to 503.
     world.metadata.containers.pop()
-    wait_until(lambda: get(world.http_port, "app2.dev.tld")[0] == 503, FOLLOW, what="removed stack unrouted")
+    wait_for(lambda: get(world.http_port, "app2.dev.tld")[0] == 503, FOLLOW, what="removed stack unrouted")
     assert proc.popen.poll() is None
     reloads, failed = master_reloads(world.socket)
     assert reloads >= 3 and failed == 0
@@ -96,19 +78,19 @@ def test_entrypoint_serves_and_routing_follows_new_stacks_and_aliases(procs, wor
 
 def test_waits_for_the_metadata_service_and_never_runs_haproxy_without_a_config(procs, tmp_path, socket_dir):
     backend_port, metadata_port, http_port = free_port("127.0.0.11"), free_port(), free_port()
-    metadata = Metadata(containers=[container("app1", "127.0.0.11", backend_port)])
-    env = base_env(tmp_path, socket_dir, http_port, RANCHER_API_HOST=f"127.0.0.1:{metadata_port}")
+    containers = [container("app1", "web", "127.0.0.11", backend_port, name="app1-web-1")]
+    env = entrypoint_env(tmp_path, socket_dir, http_port, RANCHER_API_HOST=f"127.0.0.1:{metadata_port}")
     proc = start(procs, env)
 
     # Nothing answers the metadata requests yet: retries, no haproxy, no listener, no config.
-    wait_until(lambda: proc.log().count("retrying in") >= 2, 10, what="two retries")
+    wait_for(lambda: proc.log().count("retrying in") >= 2, 10, what="two retries")
     assert not [p for p in procs.leftovers() if " haproxy " in f" {p.split(' ', 1)[1]} "]
     with pytest.raises(OSError):
         get(http_port, "app1.dev.tld", timeout=0.5)
     assert not Path(env["HAPROXY_CONFIG"]).exists()
 
-    with servers(start_backend("127.0.0.11", backend_port, "app1"), start_metadata_service(metadata, metadata_port)):
-        wait_until(routes_to(http_port, "app1.dev.tld", "app1\n"), 10, what="routed once metadata answers")
+    with closing_all(App("app1\n", "127.0.0.11", backend_port), MetadataServer(port=metadata_port, containers=containers)):
+        wait_for(routes_to(http_port, "app1.dev.tld", "app1\n"), 10, what="routed once metadata answers")
         assert proc.popen.poll() is None
 
 
@@ -127,13 +109,14 @@ def test_metadata_that_haproxy_rejects_keeps_the_old_configuration_serving(procs
         "{% endfor %}\n"
     )
     proc = start(procs, {**world.env, "RHGEN_TEMPLATE_DIR": str(templates)})
-    wait_until(routes_to(world.http_port, "app1.dev.tld", "app1\n"), 15, what="app1 routed")
+    wait_for(routes_to(world.http_port, "app1.dev.tld", "app1\n"), 15, what="app1 routed")
     worker = current_worker(world.socket)
     live = Path(world.env["HAPROXY_BACKEND_CONFIG"]).read_bytes()
 
-    world.metadata.containers.append(container("app2", "127.0.0.21", world.ports["app2"], name="app2 web 1"))
-    wait_until(lambda: "haproxy -c rejected the new configuration" in proc.log(), FOLLOW, what="rejection logged")
-    time.sleep(PERIOD)  # another run of the schedule: still rejected, still serving
+    world.metadata.containers.append(container("app2", "web", "127.0.0.21", world.ports["app2"], name="app2 web 1"))
+    rejected = "haproxy -c rejected the new configuration"
+    wait_for(lambda: rejected in proc.log(), FOLLOW, what="rejection logged")
+    wait_for(lambda: proc.log().count(rejected) >= 2, FOLLOW, what="another run of the schedule, rejected again")
     assert get(world.http_port, "app1.dev.tld") == (200, "app1\n")
     assert get(world.http_port, "app2.dev.tld")[0] == 503
     assert Path(world.env["HAPROXY_BACKEND_CONFIG"]).read_bytes() == live
@@ -141,12 +124,12 @@ def test_metadata_that_haproxy_rejects_keeps_the_old_configuration_serving(procs
     assert proc.popen.poll() is None
 
     world.metadata.containers[-1]["name"] = "app2-web-1"
-    wait_until(routes_to(world.http_port, "app2.dev.tld", "app2\n"), FOLLOW, what="fixed metadata routed")
+    wait_for(routes_to(world.http_port, "app2.dev.tld", "app2\n"), FOLLOW, what="fixed metadata routed")
 
 
 def test_sigterm_lets_a_request_in_flight_finish_and_leaves_no_process(procs, world):
     proc = start(procs, world.env)
-    wait_until(routes_to(world.http_port, "app1.dev.tld", "app1\n"), 15, what="app1 routed")
+    wait_for(routes_to(world.http_port, "app1.dev.tld", "app1\n"), 15, what="app1 routed")
 
     answer = {}
 
@@ -158,7 +141,7 @@ def test_sigterm_lets_a_request_in_flight_finish_and_leaves_no_process(procs, wo
 
     client = threading.Thread(target=slow_request)
     client.start()
-    time.sleep(0.4)  # the request is at the backend now
+    wait_for(lambda: any("/slow" in app.paths for app in world.apps), 5, what="the request at the backend")
     started = time.monotonic()
     assert proc.terminate_and_wait(timeout=20) == 0
     client.join(5)
@@ -173,7 +156,7 @@ def test_sigterm_lets_a_request_in_flight_finish_and_leaves_no_process(procs, wo
 
 def test_sigint_stops_it_as_well(procs, world):
     proc = start(procs, world.env)
-    wait_until(routes_to(world.http_port, "app1.dev.tld", "app1\n"), 15, what="app1 routed")
+    wait_for(routes_to(world.http_port, "app1.dev.tld", "app1\n"), 15, what="app1 routed")
     proc.popen.send_signal(signal.SIGINT)
     assert proc.popen.wait(timeout=20) == 0
     assert procs.leftovers() == []
@@ -193,7 +176,7 @@ def test_as_pid_1_of_a_container_it_reaps_orphans_and_stops_on_sigterm(procs, wo
     # (here one per reload, left by the reload command's shell) becomes its child.
     env = {**world.env, "RELOAD_COMMAND": "sh -c 'sleep 0.1 & exec rhgen reload'"}
     proc = procs.spawn(["unshare", "--pid", "--fork", "--kill-child", "bash", str(ENTRYPOINT)], env, "pid1")
-    wait_until(routes_to(world.http_port, "app1.dev.tld", "app1\n"), 15, what="app1 routed")
+    wait_for(routes_to(world.http_port, "app1.dev.tld", "app1\n"), 15, what="app1 routed")
     pid1 = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])
     ns_pids = next(line for line in Path(f"/proc/{pid1}/status").read_text().splitlines() if line.startswith("NSpid:"))
     assert ns_pids.split()[-1] == "1"
@@ -201,7 +184,7 @@ def test_as_pid_1_of_a_container_it_reaps_orphans_and_stops_on_sigterm(procs, wo
     for i in range(3):  # a few changed runs, each reload leaving an orphan that ends 0.1 s later
         reloads = master_reloads(world.socket)[0]
         world.metadata.service_metadata = {"aliases": {"app1": [f"orphan{i}"]}}
-        wait_until(lambda: master_reloads(world.socket)[0] > reloads, FOLLOW, what="a reload")
+        wait_for(lambda: master_reloads(world.socket)[0] > reloads, FOLLOW, what="a reload")
     time.sleep(0.5)
     first = _zombie_children(pid1)
     time.sleep(0.5)
@@ -215,11 +198,11 @@ def test_as_pid_1_of_a_container_it_reaps_orphans_and_stops_on_sigterm(procs, wo
 
 def test_haproxy_dying_stops_the_container_with_a_failure(procs, world):
     proc = start(procs, world.env)
-    wait_until(lambda: "in a plain loop" in proc.log(), 15, what="haproxy and the schedule running")
+    wait_for(lambda: "in a plain loop" in proc.log(), 15, what="haproxy and the schedule running")
     os.kill(master_pid(world.socket), signal.SIGKILL)
     assert proc.popen.wait(timeout=10) != 0
     assert "haproxy exited with status 137; stopping" in proc.log()
-    wait_until(lambda: procs.leftovers() == [], 5, what="workers and schedule gone")
+    wait_for(lambda: procs.leftovers() == [], 5, what="workers and schedule gone")
 
 
 # --- load across reloads ---------------------------------------------------------------------
@@ -265,7 +248,7 @@ def test_no_request_fails_across_twenty_reloads_under_load(procs, world):
     # The schedule is slowed down: this test triggers every change itself, as the schedule would.
     env = {**world.env, "RHGEN_INTERVAL": "3600"}
     proc = start(procs, env)
-    wait_until(routes_to(world.http_port, "app1.dev.tld", "app1\n"), 15, what="app1 routed")
+    wait_for(routes_to(world.http_port, "app1.dev.tld", "app1\n"), 15, what="app1 routed")
     reloads_before, _ = master_reloads(world.socket)
 
     counts = {"ok": 0, "failed": 0, "errors": []}
@@ -302,16 +285,16 @@ def test_no_request_fails_across_twenty_reloads_under_load(procs, world):
 
 def test_watch_mode_follows_a_new_stack_within_a_second_or_two(procs, world, tmp_path):
     answers = tmp_path / "metadata.json"
-    containers = [container("app1", "127.0.0.11", world.ports["app1-1"], index=1)]
+    containers = [container("app1", "web", "127.0.0.11", world.ports["app1-1"], name="app1-web-1")]
     answers.write_text(json.dumps({"containers": containers}))
     env = {**world.env, "RHGEN_MODE": "watch", "DISABLE_METADATA": "true", "METADATA_FILE": str(answers)}
     proc = start(procs, env)
-    wait_until(routes_to(world.http_port, "app1.dev.tld", "app1\n"), 15, what="app1 routed after start")
-    wait_until(lambda: "rhgen watching the file source" in proc.log() or "watching the file source" in proc.log(), 5,
+    wait_for(routes_to(world.http_port, "app1.dev.tld", "app1\n"), 15, what="app1 routed after start")
+    wait_for(lambda: "rhgen watching the file source" in proc.log() or "watching the file source" in proc.log(), 5,
                what="rhgen watch started")
-    containers.append(container("app2", "127.0.0.21", world.ports["app2"]))
+    containers.append(container("app2", "web", "127.0.0.21", world.ports["app2"], name="app2-web-1"))
     answers.write_text(json.dumps({"containers": containers}))
     changed = time.monotonic()
-    wait_until(routes_to(world.http_port, "app2.dev.tld", "app2\n"), 5, what="new stack routed in watch mode")
+    wait_for(routes_to(world.http_port, "app2.dev.tld", "app2\n"), 5, what="new stack routed in watch mode")
     assert time.monotonic() - changed < 3
     assert "supercronic" not in proc.log()

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from runtime_support import ENTRYPOINT, REPO, VENV_BIN, Metadata, base_env, container, procs, wait_until  # noqa: F401
 
+from tests.support.metadata import container, write_metadata_file
+from tests.support.net import wait_for
+from tests.support.rhgen import ENTRYPOINT, REPO, VENV_BIN, entrypoint_env
 from rhgen.settings import SETTINGS, load_settings
 
 # --- the schedule without supercronic: `rhgen schedule`, every RHGEN_INTERVAL seconds ------------
@@ -19,8 +21,8 @@ from rhgen.settings import SETTINGS, load_settings
 @pytest.fixture
 def file_env(tmp_path):
     metadata_file = tmp_path / "metadata.json"
-    Metadata(containers=[container("app1", "127.0.0.11", 8080)]).write_file(metadata_file)
-    env = base_env(tmp_path, "/nonexistent", 8080, DISABLE_METADATA="true", METADATA_FILE=str(metadata_file))
+    write_metadata_file(metadata_file, [container("app1", "web", "127.0.0.11", 8080, name="app1-web-1")])
+    env = entrypoint_env(tmp_path, "/nonexistent", 8080, DISABLE_METADATA="true", METADATA_FILE=str(metadata_file))
     del env["RHGEN_INTERVAL"]
     return env
 
@@ -28,7 +30,7 @@ def file_env(tmp_path):
 @pytest.mark.parametrize(("settings", "said"), [({}, "every 10 s"), ({"RHGEN_INTERVAL": "3"}, "every 3 s")])
 def test_without_supercronic_the_loop_runs_every_interval(procs, file_env, settings, said):
     proc = procs.spawn(["bash", str(ENTRYPOINT), "generate-maps"], {**file_env, **settings}, "sidekick")
-    wait_until(lambda: "in a plain loop" in proc.log(), 10, what="the schedule started")
+    wait_for(lambda: "in a plain loop" in proc.log(), 10, what="the schedule started")
     assert f"running 'rhgen generate' {said} in a plain loop" in proc.log()
     assert proc.log().count("in a plain loop") == 1
     assert proc.terminate_and_wait() == 0
@@ -39,7 +41,7 @@ def test_the_interval_from_an_rhgen_config_file_reaches_the_loop(procs, file_env
     config = tmp_path / "rhgen.yml"
     config.write_text("schedule_interval: 4\n")
     proc = procs.spawn(["bash", str(ENTRYPOINT), "generate-maps"], {**file_env, "RHGEN_CONFIG": str(config)}, "sidekick")
-    wait_until(lambda: "in a plain loop" in proc.log(), 10, what="the schedule started")
+    wait_for(lambda: "in a plain loop" in proc.log(), 10, what="the schedule started")
     assert "running 'rhgen generate' every 4 s in a plain loop" in proc.log()
     assert proc.terminate_and_wait() == 0
 
@@ -91,31 +93,19 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return pairs
 
 
-def test_dockerfile_holds_what_the_runtime_needs():
+def test_dockerfile_pins_supercronic_and_checks_its_sha256_before_making_it_executable():
+    # The one property of the Dockerfile no test can observe in the built image: the test build
+    # has no network to download supercronic from. Everything else the Dockerfile promises (haproxy
+    # binding port 80 as uid 10001, rhgen in its virtualenv, the entrypoint dropping root, the
+    # sidekick layout) tests/test_image.py checks by building and running the image.
     instructions = dockerfile_instructions()
     args = dict(rest.split("=", 1) for keyword, rest in instructions if keyword == "ARG" and "=" in rest)
     runs = " && ".join(rest for keyword, rest in instructions if keyword == "RUN")
-    assert instructions[0] == ("FROM", "debian:12-slim")
-    for package in ("haproxy", "python3-venv", "socat", "inotify-tools"):
-        assert re.search(rf"apt-get install [^&]*\b{package}\b", runs), package
-    # supercronic: a pinned release, checked against its sha256 before it is made executable.
     assert re.fullmatch(r"v\d+\.\d+\.\d+", args["SUPERCRONIC_VERSION"])
     for arch in ("AMD64", "ARM64"):
         assert re.fullmatch(r"[0-9a-f]{64}", args[f"SUPERCRONIC_SHA256_{arch}"])
     assert "releases/download/${SUPERCRONIC_VERSION}/supercronic-linux-${TARGETARCH}" in runs
     assert runs.index("sha256sum -c") < runs.index("chmod 0755 /usr/local/bin/supercronic")
-    assert "supercronic -test /opt/rhgen/crontab" in runs
-    # rhgen in a virtualenv; an unprivileged user that may still bind 80 and 443.
-    assert "python3 -m venv /opt/rhgen/venv" in runs and "/opt/rhgen/venv/bin/pip install" in runs
-    assert "setcap cap_net_bind_service=+ep /usr/sbin/haproxy" in runs
-    # It starts as root only to drop to that user in the entrypoint (tests/test_image.py runs it).
-    assert not [rest for keyword, rest in instructions if keyword == "USER"]
-    assert ("ENTRYPOINT", '["/opt/rhgen/entrypoint.sh"]') in instructions
-    # Every file it copies exists in the repository.
-    for keyword, rest in instructions:
-        if keyword == "COPY":
-            for source in rest.split()[:-1]:
-                assert source == ".wheel[s]" or (REPO / source).exists(), source  # the optional wheelhouse
 
 
 # --- compose examples -----------------------------------------------------------------------------

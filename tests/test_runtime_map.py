@@ -7,6 +7,7 @@ PIDs (`show proc` on the master socket) prove whether a reload happened.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
-from servers import App, Haproxy, Watch, free_port, rancher_container, rhgen_env, unix_command
+
+from tests.support.apps import App
+from tests.support.haproxy import Haproxy
+from tests.support.metadata import container
+from tests.support.net import free_port, unix_command
+from tests.support.rhgen import rhgen_env, Watch
 
 
 class Setup:
@@ -35,11 +41,11 @@ class Setup:
         self.write()
         first = self.generate()
         assert first.returncode == 0, first.stderr
-        self.haproxy = Haproxy(folder, self.port)
+        self.haproxy = Haproxy(folder, self.port).start()
         self.env["RELOAD_COMMAND"] = self.haproxy.reload_command
 
     def write(self) -> None:
-        containers = [rancher_container(f"{s}-web-1", s, app.ip, app.port) for s, app in self.apps.items()] + self.extra
+        containers = [container(s, "web", app.ip, app.port, name=f"{s}-web-1") for s, app in self.apps.items()] + self.extra
         self.metadata_file.write_text(json.dumps({"containers": containers, "self_service_metadata": {"aliases": self.aliases}}))
 
     def generate(self, **env: str) -> subprocess.CompletedProcess:
@@ -154,8 +160,12 @@ def test_watch_repairs_a_live_map_that_drifted_from_the_file(setup):
     watcher = Watch({**setup.env, "RHGEN_RESYNC": "0.2"})
     try:
         setup.haproxy.wait_routes("www.dev.tld", "app1", timeout=5)
-        time.sleep(0.8)  # several more resyncs: an equal map is left alone
+        time.sleep(0.8)  # several more resyncs (every 0.2 s): an equal map is left alone
         assert sum("live host map differed" in line for line in watcher.err) == 1, watcher.err
         assert setup.haproxy.reloads == reloads
     finally:
         assert watcher.stop() == 0
+    # Unchanged runs print nothing: the count at the stop shows those resyncs really ran (so the
+    # single "differed" line above is not the result of a watch that was merely slow).
+    runs = int(re.search(r"watch stopped after (\d+) runs", watcher.err[-1]).group(1))
+    assert runs >= 4, watcher.err[-1]

@@ -6,16 +6,19 @@ Rancher metadata look-alike, real HTTP apps on 127.0.0.x, rhgen generate as a su
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from servers import App, Haproxy, RancherMetadata, free_port, rancher_container, rhgen_env, unix_command
+
+from tests.support.apps import App
+from tests.support.haproxy import Haproxy
+from tests.support.metadata import container, MetadataServer
+from tests.support.net import free_port, unix_command, wait_for
+from tests.support.rhgen import rhgen_env
 
 
 class Stack:
@@ -23,7 +26,7 @@ class Stack:
 
     def __init__(self, folder: Path, sockets: Path, servers: int = 1, **env: str):
         self.folder = folder
-        self.metadata = RancherMetadata()
+        self.metadata = MetadataServer()
         self.apps: list[App] = []
         self.stats = str(sockets / "stats.sock")
         port = free_port()
@@ -34,18 +37,19 @@ class Stack:
         self.publish()
         first = self.generate()
         assert first.returncode == 0, first.stderr
-        self.haproxy = Haproxy(folder, port)
+        self.haproxy = Haproxy(folder, port).start()
         self.env["RELOAD_COMMAND"] = self.haproxy.reload_command
 
     def start_app(self, stack: str = "app1") -> App:
         index = len(self.apps) + 1
         app = App(f"{stack}-{index}", f"127.0.0.{10 + index}")
         app.stack = stack
+        app.uuid = f"{index:08x}-0000-4000-8000-000000000000"  # the servers' order is the apps' order
         self.apps.append(app)
         return app
 
     def publish(self) -> None:
-        self.metadata.set([rancher_container(app.name, app.stack, app.ip, app.port) for app in self.apps])
+        self.metadata.set([container(app.stack, "web", app.ip, app.port, name=app.name, uuid=app.uuid) for app in self.apps])
 
     def generate(self) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "rhgen", "generate", "-v"], env=self.env,
@@ -74,8 +78,8 @@ class Stack:
 
 
 @pytest.fixture
-def stack_factory(tmp_path):
-    sockets = Path(tempfile.mkdtemp(prefix="rh-", dir="/tmp"))
+def stack_factory(tmp_path, socket_dir):
+    sockets = Path(socket_dir)
     made: list[Stack] = []
 
     def make(servers: int = 1, **env: str) -> Stack:
@@ -85,7 +89,6 @@ def stack_factory(tmp_path):
     yield make
     for stack in made:
         stack.close()
-    shutil.rmtree(sockets, ignore_errors=True)
 
 
 def test_a_server_added_to_an_existing_backend_serves_without_a_reload(stack_factory):
@@ -112,9 +115,9 @@ def test_a_removed_server_drains_its_requests_then_goes_without_a_reload(stack_f
     threads = [threading.Thread(target=lambda: slow.append(stack.haproxy.get("app1.dev.tld", "/slow"))) for _ in range(2)]
     for thread in threads:
         thread.start()
-    time.sleep(0.3)
+    wait_for(lambda: all("/slow" in app.paths for app in stack.apps), what="a slow request at each server")
     stack.apps.remove(leaving)
-    stack.metadata.set([rancher_container(app.name, app.stack, app.ip, app.port) for app in stack.apps])
+    stack.metadata.set([container(app.stack, "web", app.ip, app.port, name=app.name, uuid=app.uuid) for app in stack.apps])
     during: list[tuple[int, str]] = []
     done = threading.Event()
 
@@ -158,7 +161,7 @@ def test_the_drain_wait_is_bounded_by_the_drain_timeout(stack_factory):
     requests = [threading.Thread(target=ask) for _ in range(2)]  # one on each server
     for thread in requests:
         thread.start()
-    time.sleep(0.3)
+    wait_for(lambda: all("/slow/4" in app.paths for app in stack.apps), what="a slow request at each server")
     stack.apps.pop(0).close()  # app1-1 leaves with its 4 s request in flight (the client waits 5 s)
     started = time.monotonic()
     out = stack.change()

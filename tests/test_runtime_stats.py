@@ -8,20 +8,11 @@ import socket
 import subprocess
 
 import pytest
-from runtime_support import (
-    ENTRYPOINT,
-    Metadata,
-    base_env,
-    container,
-    free_port,
-    get,
-    procs,  # noqa: F401 - a fixture
-    routes_to,
-    servers,
-    socket_dir,  # noqa: F401 - a fixture
-    start_backend,
-    wait_until,
-)
+
+from tests.support.apps import App
+from tests.support.metadata import container, write_metadata_file
+from tests.support.net import closing_all, free_port, get, routes_to, wait_for
+from tests.support.rhgen import ENTRYPOINT, entrypoint_env
 
 
 @pytest.fixture
@@ -29,11 +20,11 @@ def env(tmp_path, socket_dir):
     """A file metadata source routing app1 to a real backend; an unprivileged HTTP port."""
     backend_port = free_port("127.0.0.11")
     metadata_file = tmp_path / "metadata.json"
-    Metadata(containers=[container("app1", "127.0.0.11", backend_port)]).write_file(metadata_file)
-    environment = base_env(
+    write_metadata_file(metadata_file, [container("app1", "web", "127.0.0.11", backend_port, name="app1-web-1")])
+    environment = entrypoint_env(
         tmp_path, socket_dir, free_port(), DISABLE_METADATA="true", METADATA_FILE=str(metadata_file)
     )
-    with servers(start_backend("127.0.0.11", backend_port, "app1")):
+    with closing_all(App("app1\n", "127.0.0.11", backend_port)):
         yield environment
 
 
@@ -52,7 +43,7 @@ def stats_get(port: int, path: str, auth: tuple[str, str] | None = None) -> tupl
 
 def start(procs, env):
     proc = procs.spawn(["bash", str(ENTRYPOINT)], env, "entrypoint")
-    wait_until(routes_to(int(env["HTTP_PORT"]), "app1.dev.tld", "app1\n"), 15, what="app1 routed")
+    wait_for(routes_to(int(env["HTTP_PORT"]), "app1.dev.tld", "app1\n"), 15, what="app1 routed")
     return proc
 
 
@@ -71,12 +62,12 @@ def test_stats_page_and_metrics_answer_only_with_the_password(procs, env):
     assert 'haproxy_backend_status{proxy="app1",state="UP"} 1' in metrics
     assert "INSECURE" not in proc.log()
     # Without SYSLOG_HOST every request is logged on stdout.
-    wait_until(lambda: '"GET /metrics HTTP/1.1"' in proc.stdout.read_text(), 5, what="request logged on stdout")
+    wait_for(lambda: '"GET /metrics HTTP/1.1"' in proc.stdout.read_text(), 5, what="request logged on stdout")
 
 
 def test_default_stats_password_is_warned_about_by_the_entrypoint_and_every_generate(procs, env):
     proc = start(procs, {**env, "ENABLE_STATS": "true", "STATS_PORT": str(free_port())})
-    wait_until(lambda: proc.stderr.read_text().count("rhgen: warning: INSECURE: STATS_PASSWORD") >= 2, 5,
+    wait_for(lambda: proc.stderr.read_text().count("rhgen: warning: INSECURE: STATS_PASSWORD") >= 2, 5,
                what="rhgen's warning at the first run and the next scheduled one")
     assert "entrypoint: WARNING" not in proc.stderr.read_text()  # said once, by rhgen
 

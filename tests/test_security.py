@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import trustme
 
-from helpers import container, free_port, raw_request
-from test_tls_certificates import chain_pem, key_pem
+from tests.support.metadata import container
+from tests.support.net import free_port, raw_request
+from tests.support.outputs import chain_pem, key_pem
 from rhgen.settings import SETTINGS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,12 +98,12 @@ def key_lines(key_pem: str) -> list[str]:
 def test_key_material_is_never_printed_nor_logged(certs, metadata_server, generate, run_rhgen, target, tmp_path, reliability):
     ca, leaf, renewed = certs
     secrets = []
-    metadata_server.containers(APP1)
+    metadata_server.set(APP1)
 
     def tls(cert, **extra):
         chain, key = pem_parts(cert)
         secrets.extend(key_lines(key))
-        metadata_server.service_metadata({"ssl_cert": chain, "ssl_key": key, **extra})
+        metadata_server.set(metadata={"ssl_cert": chain, "ssl_key": key, **extra})
 
     env = {"ENABLE_SSL": "true", "HTTPS_PORT": "18443", "HAPROXY_SSL_CRT_LIST": str(target.folder / "crt-list.txt")}
     outputs = []
@@ -114,10 +115,10 @@ def test_key_material_is_never_printed_nor_logged(certs, metadata_server, genera
     outputs.append(generate("-vv", **env))
     outputs.append(run_rhgen(["routes", "--json", "-v"], {**target.env, **env}))
     mismatched = pem_parts(leaf)[0], pem_parts(renewed)[1]
-    metadata_server.service_metadata({"ssl_cert": mismatched[0], "ssl_key": mismatched[1]})
+    metadata_server.set(metadata={"ssl_cert": mismatched[0], "ssl_key": mismatched[1]})
     outputs.append(generate("-v", **env))  # the key does not match: an error naming the problem, not the key
     outputs.append(generate("-v", SSL_BASE64_ENCODED="true", **env))  # a PEM where base64 was expected
-    metadata_server.service_metadata({"ssl_cert": pem_parts(leaf)[0], "ssl_key": pem_parts(leaf)[1][:-200]})
+    metadata_server.set(metadata={"ssl_cert": pem_parts(leaf)[0], "ssl_key": pem_parts(leaf)[1][:-200]})
     outputs.append(generate("-v", **env))  # a truncated key
 
     assert [r.returncode for r in outputs] == [0, 0, 0, 0, 0, 1, 1, 1], [r.stderr for r in outputs]
@@ -140,9 +141,9 @@ def test_files_with_keys_are_0600_even_over_a_wider_file(certs, metadata_server,
     # the check's staged copy (key included) sits in a private folder: record its modes too
     recorder.write_text(f'#!/bin/sh\nd=$(dirname "$3")\nstat -c "%a %n" "$d" "$d"/* >> {calls_log}\nexec haproxy "$@"\n')
     recorder.chmod(0o755)
-    metadata_server.containers(APP1)
+    metadata_server.set(APP1)
     chain, key = pem_parts(leaf)
-    metadata_server.service_metadata({"ssl_cert": chain, "ssl_key": key})
+    metadata_server.set(metadata={"ssl_cert": chain, "ssl_key": key})
 
     result = generate(
         ENABLE_SSL="true", HTTPS_PORT="18443", HAPROXY_SSL_CRT_LIST=str(target.folder / "crt-list.txt"),
@@ -173,7 +174,7 @@ def stats_answer(port: int) -> str:
 @pytest.mark.parametrize("password", ["s3cret-Pass", ""])
 def test_stats_page_is_never_served_without_a_password(password, metadata_server, generate, haproxy, target, reliability):
     port = free_port()
-    metadata_server.containers(APP1)
+    metadata_server.set(APP1)
     result = generate(ENABLE_STATS="true", STATS_PORT=str(port), STATS_PASSWORD=password)
     if result.returncode == 2:  # an empty password refused as a settings error
         assert password == "" and "STATS_PASSWORD" in result.stderr

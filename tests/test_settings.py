@@ -8,7 +8,7 @@ import re
 import pytest
 import trustme
 
-from helpers import CONTAINERS, LABEL, container
+from tests.support.metadata import CONTAINERS, LABEL, container
 from rhgen.errors import SettingsError
 from rhgen.settings import load_settings
 
@@ -39,7 +39,7 @@ def settings_error(result) -> str:
 @pytest.fixture
 def env(metadata_server):
     """The least a `routes` run needs: a domain and the metadata server."""
-    metadata_server.containers(LAYER_CONTAINERS)
+    metadata_server.set(LAYER_CONTAINERS)
     return {"STACK_DOMAIN": "dev.tld", "RANCHER_API_HOST": metadata_server.host, "RHGEN_RETRIES": "0"}
 
 
@@ -181,7 +181,7 @@ def test_rancher_api_host_forms_reach_the_metadata_server(form, env, run_rhgen, 
 
 
 def test_rancher_api_version_is_part_of_the_path(env, run_rhgen, metadata_server):
-    metadata_server.set_json("/2015-12-19/containers", [container("dated", "web", "127.0.0.11", 8080)])
+    metadata_server.answer_json("/2015-12-19/containers", [container("dated", "web", "127.0.0.11", 8080)])
     env["RANCHER_API_VERSION"] = "2015-12-19"
     assert routed_hosts(run_rhgen(["routes", "--json"], env)) == ["dated.dev.tld"]
 

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from runtime_support import get
-from servers import DockerDaemon, free_port, rhgen_env
-from support.docker import BACKEND_COMMAND, REPO, docker, docker_cli, wait_for
+from tests.support.fake_docker import DockerDaemon
+from tests.support.net import free_port, get
+from tests.support.rhgen import rhgen_env
+from tests.support.docker import BACKEND_COMMAND, REPO, docker, docker_cli, wait_for
 
 SOCKET = "/var/run/docker.sock"
 DOMAIN = "dev.tld"

@@ -16,6 +16,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from tests.support.outputs import chain_pem, key_pem
+
+
 NOW = datetime.datetime.now(datetime.timezone.utc)
 DOMAIN = "dev.tld"
 
@@ -36,14 +39,6 @@ def ca():
 @pytest.fixture(scope="module")
 def leaf(ca):
     return ca.issue_cert(f"*.{DOMAIN}", DOMAIN)
-
-
-def chain_pem(cert) -> str:
-    return "".join(blob.bytes().decode() for blob in cert.cert_chain_pems)
-
-
-def key_pem(cert) -> str:
-    return cert.private_key_pem.bytes().decode()
 
 
 class Env:

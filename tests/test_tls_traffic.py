@@ -11,7 +11,8 @@ import pytest
 import trustme
 from cryptography import x509
 
-from helpers import DOMAIN, container, free_port
+from tests.support.metadata import DOMAIN, container
+from tests.support.net import free_port
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +29,9 @@ def pem_of(cert) -> tuple[str, str]:
 def tls_site(ca, target, metadata_server, backend_servers):
     """app1 at 127.0.0.11 behind HTTPS with a *.dev.tld certificate from metadata."""
     backend = backend_servers.start("127.0.0.11", "app1-web-1")
-    metadata_server.containers([container("app1", "web", "127.0.0.11", backend.port, name="app1-web-1")])
+    metadata_server.set([container("app1", "web", "127.0.0.11", backend.port, name="app1-web-1")])
     chain, key = pem_of(ca.issue_cert(f"*.{DOMAIN}"))
-    metadata_server.service_metadata({"ssl_cert": chain, "ssl_key": key})
+    metadata_server.set(metadata={"ssl_cert": chain, "ssl_key": key})
     target.https_port = free_port()
     target.env.update(
         ENABLE_SSL="true",
@@ -104,7 +105,7 @@ def test_tls_below_1_2_is_refused_by_the_server(ca, tls_site, generate, haproxy)
 
 
 def test_sni_picks_the_certificate_from_the_folder(ca, tls_site, generate, haproxy, metadata_server):
-    metadata_server.service_metadata({})
+    metadata_server.set(metadata={})
     folder = tls_site.folder.parent / "certs"
     folder.mkdir()
     for name, host in (("a.pem", f"app1.{DOMAIN}"), ("b.pem", f"other.{DOMAIN}")):
@@ -150,7 +151,7 @@ def test_rotated_certificate_is_served_after_the_reload(ca, tls_site, generate, 
     haproxy.start()
     first = served_certificate(ca, tls_site.https_port, f"app1.{DOMAIN}")
     chain, key = pem_of(ca.issue_cert(f"*.{DOMAIN}"))
-    metadata_server.service_metadata({"ssl_cert": chain, "ssl_key": key})
+    metadata_server.set(metadata={"ssl_cert": chain, "ssl_key": key})
     result = generate(RELOAD_COMMAND=f"kill -USR2 {haproxy.process.pid}")
     assert result.returncode == 0, result.stderr
     assert "haproxy.pem" in result.stdout and "reloaded" in result.stdout

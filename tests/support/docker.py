@@ -9,6 +9,7 @@ made here, on networks made here.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -22,6 +23,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import net
+
 REPO = Path(__file__).resolve().parents[2]
 LABEL = "rhgen.test"
 # One tag per checkout: several checkouts share a daemon, and a shared tag let one test run use the
@@ -31,6 +34,10 @@ BACKEND_IMAGE = "rhgen-test-busybox:2"  # bump when APPLETS change: the image is
 BUSYBOX = "/bin/busybox"
 # The busybox applets the backend image needs: sh for the command line, httpd to serve, hostname to say who answers.
 APPLETS = ("sh", "httpd", "hostname", "sleep", "cat", "echo", "mkdir", "mv", "rm", "chmod", "ps", "nc", "wget", "ls", "kill")
+
+
+# Checks that run the docker CLI cost a process each: poll them 10 times a second, not 50.
+wait_for = functools.partial(net.wait_for, interval=0.1)
 
 
 class DockerUnavailable(Exception):
@@ -259,20 +266,6 @@ class DockerLab:
         """Containers of this run's services and stacks still on the host."""
         return docker("ps", "-aq", "--filter", f"name={self.prefix}", "--filter", "label=com.docker.swarm.task.id",
                       check=False).split()
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (OSError, AssertionError) as exc:
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
 
 
 class PrivateDaemon:
