@@ -73,7 +73,7 @@ python3 -m pip wheel --quiet --disable-pip-version-check -w "$wheels" "$top" set
 ls "$wheels"/*.whl >/dev/null 2>&1 || { say "pip could not build the wheelhouse"; exit 1; }
 rm -f "$wheels"/rhgen-*.whl
 
-set -- --tag "$tag" "$@"
+set -- --force-rm --tag "$tag" "$@"  # a failed step leaves no intermediate container behind
 if [ -n "${SUPERCRONIC_VERSION:-}" ]; then
     set -- --build-arg "SUPERCRONIC_VERSION=$SUPERCRONIC_VERSION" "$@"
 fi
