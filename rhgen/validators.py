@@ -53,14 +53,31 @@ def _parse_int(raw: Any) -> int:
     return int(text)
 
 
-def parse_port(raw: Any) -> int:
-    try:
-        port = _parse_int(raw)
-    except ValueError:
-        raise ValueError("is not a port (1-65535)") from None
-    if not 1 <= port <= 65535:
-        raise ValueError("is not a port (1-65535)")
-    return port
+def _whole_number_between(low: int, high: int, not_a_number: str, out_of_range: str) -> Callable[[Any], int]:
+    """A parser of decimal whole numbers from low to high, with the two messages it can give."""
+
+    def parse(raw: Any) -> int:
+        try:
+            value = _parse_int(raw)
+        except ValueError:
+            raise ValueError(not_a_number) from None
+        if not low <= value <= high:
+            raise ValueError(out_of_range)
+        return value
+
+    return parse
+
+
+parse_port = _whole_number_between(1, 65535, "is not a port (1-65535)", "is not a port (1-65535)")
+parse_max_wait = _whole_number_between(
+    1, 120, "is not a whole number of seconds (1-120)", "must be between 1 and 120 seconds (the metadata service's limit)"
+)
+parse_milliseconds = _whole_number_between(
+    100, 60000, "is not a whole number of milliseconds (100-60000)", "must be between 100 and 60000 milliseconds"
+)
+parse_interval = _whole_number_between(
+    1, 86400, "is not a whole number of seconds above 0", "must be between 1 and 86400 seconds"
+)
 
 
 def parse_count(raw: Any) -> int:
@@ -247,16 +264,6 @@ def parse_settle(raw: Any) -> float:
     return value
 
 
-def parse_max_wait(raw: Any) -> int:
-    try:
-        value = _parse_int(raw)
-    except ValueError:
-        raise ValueError("is not a whole number of seconds (1-120)") from None
-    if not 1 <= value <= 120:
-        raise ValueError("must be between 1 and 120 seconds (the metadata service's limit)")
-    return value
-
-
 def parse_url(raw: Any) -> str:
     """Empty, or an http(s) URL without spaces or quotes (the ACME directory)."""
     text = parse_text(raw)
@@ -277,16 +284,6 @@ def parse_host_patterns(raw: Any) -> tuple[str, ...]:
             raise ValueError(f"holds {item!r}, which is neither a host name nor *.suffix")
         patterns.append(item)
     return tuple(patterns)
-
-
-def parse_milliseconds(raw: Any) -> int:
-    try:
-        value = _parse_int(raw)
-    except ValueError:
-        raise ValueError("is not a whole number of milliseconds (100-60000)") from None
-    if not 100 <= value <= 60000:
-        raise ValueError("must be between 100 and 60000 milliseconds")
-    return value
 
 
 def parse_check_count(raw: Any) -> int:
@@ -318,17 +315,6 @@ def parse_facility(raw: Any) -> str:
     if text not in _FACILITIES:
         raise ValueError("is not a syslog facility (e.g. local0)")
     return text
-
-
-
-def parse_interval(raw: Any) -> int:
-    try:
-        value = _parse_int(raw)
-    except ValueError:
-        raise ValueError("is not a whole number of seconds above 0") from None
-    if not 1 <= value <= 86400:
-        raise ValueError("must be between 1 and 86400 seconds")
-    return value
 
 
 def parse_file_watch(raw: Any) -> str:
