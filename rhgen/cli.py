@@ -145,10 +145,16 @@ def routes(settings: Any, as_json: bool) -> None:
         click.echo(json.dumps(_routes_json(routing, backends), indent=2))
         return
     lines = []
-    for route in routing.routes:
-        servers = backends[route.backend].servers
-        lines.append(f"{route.host}  →  {route.backend}  ({route.kind})")
-        for server in servers:
+    for route, path, backend in _host_paths(routing, backends):
+        notes = [route.kind]
+        if backend is None:
+            notes.append("no container at /: 503")
+        else:
+            notes += ["strip"] if backend.strip else []
+            notes += [f"auth: {', '.join(user for user, _ in backend.auth)}"] if backend.auth else []  # never the hashes
+            notes += [f"allow: {', '.join(backend.allow)}"] if backend.allow else []
+        lines.append(f"{route.host}{path}  →  {backend.name if backend else '-'}  ({', '.join(notes)})")
+        for server in backend.servers if backend else ():
             proxy = f"  {server.proxy_protocol}" if server.proxy_protocol else ""
             lines.append(f"    {server.name}  {server.address}:{server.port}{proxy}  [{shown_name(server.container)}]")
     if routing.skipped:
@@ -156,6 +162,21 @@ def routes(settings: Any, as_json: bool) -> None:
         lines.extend(f"    {skipped.what}: {skipped.reason}" for skipped in routing.skipped)
     for line in lines:  # container names are metadata: escape sequences are shown, not obeyed
         click.echo(printable(line))
+
+
+def _host_paths(routing: Any, backends: dict[str, Any]) -> list[tuple[Any, str, Any]]:
+    """(route, path shown, backend or None) per host and path prefix: a host of a site with path
+    routes once per prefix (longest first), any other host once, with path ""."""
+    by_site: dict[str, list[Any]] = {}
+    for path in routing.paths:
+        by_site.setdefault(path.site, []).append(path)
+    rows = []
+    for route in routing.routes:
+        for path in by_site.get(route.backend, ()):
+            rows.append((route, path.prefix or "/", backends.get(path.backend)))
+        if route.backend not in by_site:
+            rows.append((route, "", backends[route.backend]))
+    return rows
 
 
 def shown_name(name: str) -> str:
@@ -206,8 +227,13 @@ def _routes_json(routing: Any, backends: dict[str, Any]) -> dict[str, Any]:
         "routes": [
             {
                 "host": route.host,
-                "backend": route.backend,
+                "path": path or "/",
+                "backend": backend.name if backend else None,
                 "kind": route.kind,
+                "route": route.route or None,
+                "strip": bool(backend and backend.strip),
+                "auth": [user for user, _ in backend.auth] if backend else [],  # user names, never the hashes
+                "allow": list(backend.allow) if backend else [],
                 "servers": [
                     {
                         "name": s.name,
@@ -216,10 +242,10 @@ def _routes_json(routing: Any, backends: dict[str, Any]) -> dict[str, Any]:
                         "proxy_protocol": s.proxy_protocol or None,
                         "container": s.container,
                     }
-                    for s in backends[route.backend].servers
+                    for s in (backend.servers if backend else ())
                 ],
             }
-            for route in routing.routes
+            for route, path, backend in _host_paths(routing, backends)
         ],
         "skipped": [{"what": s.what, "reason": s.reason} for s in routing.skipped],
     }

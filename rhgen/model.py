@@ -7,6 +7,7 @@ routing.py then checks what reaches a template (ports, addresses, names) and bui
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,6 +78,21 @@ class Backend:
     name: str
     stack: str
     servers: tuple[Server, ...]
+    route: str = ""  # "" is the stack's default route, else a named route (map-public-http.<route>)
+    path: str = ""  # the path prefix it serves on its route's hosts; "" is the whole host
+    strip: bool = False  # remove `path` before forwarding
+    auth: tuple[tuple[str, str], ...] = ()  # (user, crypt hash): HTTP basic auth
+    allow: tuple[str, ...] = ()  # client networks let in; () is everyone
+
+    @property
+    def userlist(self) -> str:
+        """Its userlist's name: `rhgen_` names never collide with a stack's (DNS labels)."""
+        return f"rhgen_auth_{self.name}"
+
+    @property
+    def site(self) -> str:
+        """The label of the stack it belongs to: health checks send <site>.<domain> as Host."""
+        return re.split("[:_]", self.name, maxsplit=1)[0]  # a DNS label holds neither
 
     @property
     def health_path(self) -> str:
@@ -88,9 +104,29 @@ class Backend:
 
 @dataclass(frozen=True)
 class Route:
-    host: str
+    """A host and the site it routes to: a backend's name, or (with path routes) the site whose
+    PathRoutes choose the backend."""
+
+    host: str  # a host name, or *.<suffix> for every host under it
     backend: str
-    kind: str  # "stack" or "alias"
+    kind: str  # "stack", "alias" or "route" (a named route's own host)
+    route: str = ""
+
+
+@dataclass(frozen=True)
+class PathRoute:
+    """Requests to `site` whose path starts with `prefix` (on a segment boundary) go to `backend`."""
+
+    site: str
+    prefix: str  # "" matches every path: the site's default
+    backend: str
+
+    @property
+    def key(self) -> str:
+        """The map key looked up with map_beg on PATH:<site><path>/ (the request's path with a
+        slash added, so /api matches /api and /api/x, never /apix). Upper case: no host lookup,
+        which is lower-cased, can ever find it."""
+        return f"PATH:{self.site}{self.prefix}/"
 
 
 @dataclass(frozen=True)
@@ -98,6 +134,13 @@ class Routing:
     backends: tuple[Backend, ...]
     routes: tuple[Route, ...]
     skipped: tuple[Skipped, ...] = field(default=())
+    paths: tuple[PathRoute, ...] = ()  # longest prefix first
+
+    @property
+    def wildcard_depths(self) -> tuple[int, ...]:
+        """Label counts after `*.` of the wildcard hosts, most first: the frontend tries the
+        longest suffix first."""
+        return tuple(sorted({r.host.count(".") for r in self.routes if r.host.startswith("*.")}, reverse=True))
 
     @property
     def server_count(self) -> int:

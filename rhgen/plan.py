@@ -68,7 +68,8 @@ def fetch_routing(settings: Any) -> tuple[SourceData, Routing]:
     source = sources.fetch(settings)
     incumbents = incumbents_from(read_live(settings.haproxy_domain_map), read_live(settings.haproxy_backend_config))
     routing = build_routing(
-        source, settings.stack_domain, settings.rancher_label, settings.rancher_proxy_label, incumbents
+        source, settings.stack_domain, settings.rancher_label, settings.rancher_proxy_label, incumbents,
+        settings.route_host,
     )
     for skipped in routing.skipped:
         if skipped.warn:

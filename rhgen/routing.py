@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import hashlib
 from dataclasses import dataclass
 
 from .messages import shown
@@ -21,15 +22,23 @@ from .model import (
     Backend,
     Container,
     Incumbents,
+    PathRoute,
     Route,
     Routing,
     Server,
     Skipped,
     SourceData,
 )
-from .names import dns_lower, identifier, is_dns_label, is_hostname, normalise_hostname
+from .hosts import Claim, contest, incumbents_from, lost, settle
+from .labels import Ask, alias_host, asks_of, is_route_host
+from .names import dns_lower, identifier, is_dns_label, is_hostname
 
 log = logging.getLogger(__name__)
+
+__all__ = ["build_routing", "incumbents_from", "server_for", "alias_host", "host_label"]
+
+DEFAULT_ROUTE_HOST = "{route}-{stack}"
+FALLBACK = "rhgen_fallback"  # the backend without servers (503), in haproxy.cfg
 
 # A path haproxy takes as one word: no spaces, quotes, '#' or backslashes.
 _HEALTH_PATH = re.compile(r"/[A-Za-z0-9._~/%?=&+:@,!$*-]{0,200}")
@@ -93,58 +102,21 @@ def server_for(container: Container, label: str, proxy_label: str) -> Server | S
     )
 
 
-def alias_host(name: str, domain: str) -> str:
-    """A name with a dot is a full host name; any other becomes <name>.<domain>."""
-    host = normalise_hostname(name)
-    return host if "." in host else f"{host}.{domain}"
-
-
 def host_label(stack: str) -> str:
     """The host label of a stack: ASCII lower case, `_` as `-` (Compose project names such as
     rt_proj hold `_`, which a host name cannot). Callers check it is a DNS label."""
     return dns_lower(stack).replace("_", "-")
 
 
-def incumbents_from(domain_map: bytes | None, backends: bytes | None) -> Incumbents:
-    """Parse the live domain.map and backends.cfg (as the bundled templates write them); lines of
-    any other shape are ignored, so a customised template only means fewer incumbents."""
-    hosts: dict[str, str] = {}
-    for line in (domain_map or b"").decode("utf-8", "replace").splitlines():
-        words = line.split()
-        if len(words) == 2 and not words[0].startswith("#"):
-            hosts.setdefault(words[0], words[1])
-    stacks: dict[str, str] = {}
-    servers: dict[tuple[str, str], str] = {}
-    stack, backend = None, None
-    for line in (backends or b"").decode("utf-8", "replace").splitlines():
-        words = line.split()
-        if len(words) == 3 and words[:2] == ["#", "stack"]:
-            stack = words[2]
-        elif len(words) == 2 and words[0] == "backend":
-            backend = words[1]
-            if stack is not None:
-                stacks.setdefault(backend, stack)
-            stack = None
-        elif len(words) >= 3 and words[0] == "server" and backend is not None:
-            servers.setdefault((backend, words[1]), words[2])
-    return Incumbents(hosts, stacks, servers)
-
-
 @dataclass(frozen=True)
-class _Claim:
-    host: str
-    backend: str
-    kind: str  # "stack" or "alias"
-    what: str  # the claimant in messages: "stack 'app1'" or "alias 'www' of stack 'app1'"
+class _Entry:
+    container: Container
+    ask: Ask
+    server: Server
 
 
-def _contest(claimants: list[str], incumbent: str | None) -> str | None:
-    """The one claimant that keeps a contested name: the incumbent, or none."""
-    return incumbent if incumbent in claimants else None
-
-
-def _lost(others: str, winner: str | None) -> str:
-    return f"{others}, which serves it now" if winner else f"{others}; none of them serves it yet, so none gets it"
+def _wants_routing(container: Container, label: str) -> bool:
+    return any(key == label or key.startswith(label + ".") for key in container.labels)
 
 
 def build_routing(
@@ -153,150 +125,199 @@ def build_routing(
     label: str,
     proxy_label: str = "",
     incumbents: Incumbents = Incumbents(),
+    route_host: str = DEFAULT_ROUTE_HOST,
 ) -> Routing:
-    """Turn validated containers and service metadata into backends and host routes.
+    """Turn validated containers and service metadata into backends, host routes and path routes.
 
     A contested name (a host label of two stacks, a server name of two containers, a host of a
     stack and an alias or of two aliases) stays with whoever serves it in the live files
     (`incumbents`); when nobody does, every claimant is skipped. The result depends only on the
     content and the incumbents, never on the order."""
     skipped: list[Skipped] = list(source.skipped)
-    # host label -> stack -> [(container, server)]; every labelled container claims its stack's
-    # host label, routable or not: a stack restarting all its containers keeps its host.
-    candidates: dict[str, dict[str, list[tuple[Container, Server]]]] = {}
+    # host label -> stack -> [entry]; every labelled container claims its stack's host label,
+    # routable or not: a stack restarting all its containers keeps its host.
+    candidates: dict[str, dict[str, list[_Entry]]] = {}
 
     for container in sorted(source.containers, key=lambda c: (c.stack, c.service, c.uuid, c.name)):
         for key, kind in container.bad_labels:
             skipped.append(Skipped(f"label {shown(key)} of container {shown(container.name)}", f"is a {kind}, not text"))
-        if label not in container.labels:
+        if not _wants_routing(container, label):
             continue
         what = f"container {shown(container.name)}"
-        backend = host_label(container.stack)
-        if not is_dns_label(backend) or len(f"{backend}.{domain}") > 253:
+        site = host_label(container.stack)
+        if not is_dns_label(site) or len(f"{site}.{domain}") > 253:
             skipped.append(Skipped(what, f"stack {shown(container.stack)} is not a valid DNS label"))
             continue
-        entries = candidates.setdefault(backend, {}).setdefault(container.stack, [])
-        result = server_for(container, label, proxy_label)
-        if isinstance(result, Skipped):
-            skipped.append(result)
+        entries = candidates.setdefault(site, {}).setdefault(container.stack, [])
+        if container.state != "running" or container.health not in ROUTABLE_HEALTH:
+            skipped.append(server_for(container, label, proxy_label))  # the ordinary, quiet skip
             continue
-        entries.append((container, result))
+        asks, refused = asks_of(container, label)
+        skipped.extend(refused)
+        for ask in asks:
+            result = server_for(container, ask.port_label, proxy_label)
+            if isinstance(result, Skipped):
+                skipped.append(result)
+                if ask.route:  # the label names the route: the one container line says which
+                    continue
+                break
+            entries.append(_Entry(container, ask, result))
 
     # One stack per host label.
-    members: dict[str, tuple[str, list[tuple[Container, Server]]]] = {}
-    for backend, by_stack in sorted(candidates.items()):
-        winner = sorted(by_stack)[0] if len(by_stack) == 1 else _contest(list(by_stack), incumbents.stacks.get(backend))
+    members: dict[str, tuple[str, list[_Entry]]] = {}
+    for site, by_stack in sorted(candidates.items()):
+        winner = sorted(by_stack)[0] if len(by_stack) == 1 else contest(list(by_stack), incumbents.stacks.get(site))
         for stack, entries in sorted(by_stack.items()):
             if stack == winner:
                 if entries:
-                    members[backend] = (stack, entries)
+                    members[site] = (stack, entries)
                 continue
             others = ", ".join(shown(s) for s in sorted(by_stack) if s != stack)
-            reason = _lost(f"stack {shown(stack)} has the same host name as stack {others}", winner)
-            skipped.extend(Skipped(f"container {shown(c.name)}", reason) for c, _ in entries)
+            reason = lost(f"stack {shown(stack)} has the same host name as stack {others}", winner)
+            skipped.extend(Skipped(f"container {shown(c)}", reason) for c in sorted({e.container.name for e in entries}))
 
-    # One container per server name.
-    servers_by_backend: dict[str, list[Server]] = {}
-    for backend, (stack, entries) in members.items():
-        by_name: dict[str, list[tuple[Container, Server]]] = {}
+    # One backend per route and path of a stack; its containers must agree on the options.
+    groups: dict[str, dict[tuple[str, str], list[_Entry]]] = {}
+    for site, (stack, entries) in members.items():
+        by_key: dict[tuple[str, str], list[_Entry]] = {}
         for entry in entries:
-            by_name.setdefault(entry[1].name, []).append(entry)
-        kept = []
-        for name, same in by_name.items():
-            if len(same) == 1:
-                kept.append(same[0][1])
-                continue
-            live = incumbents.servers.get((backend, name))
-            winner = next((c.name for c, s in same if f"{s.address}:{s.port}" == live), None)
-            for c, s in same:
-                if c.name == winner and s not in kept:
-                    kept.append(s)
-                    continue
-                others = ", ".join(f"container {shown(o.name)}" for o, _ in same if o is not c)
-                skipped.append(Skipped(f"container {shown(c.name)}", _lost(f"server name {name} is also claimed by {others}", winner)))
-        if kept:
-            servers_by_backend[backend] = kept
+            by_key.setdefault((entry.ask.route, entry.ask.path), []).append(entry)
+        clash = next((_contradiction(site, domain, route_host, key, same) for key, same in sorted(by_key.items())
+                      if len({e.ask.options for e in same}) > 1), None)
+        if clash:
+            skipped.append(Skipped(f"stack {shown(stack)}", clash))
+            continue
+        groups[site] = by_key
 
-    stack_of_backend = {backend: members[backend][0] for backend in servers_by_backend}
-    routes, alias_skipped = _routes(source, domain, incumbents, servers_by_backend, stack_of_backend, skipped)
-    backends = tuple(
-        Backend(name=name, stack=stack_of_backend[name], servers=tuple(servers))
-        for name, servers in sorted(servers_by_backend.items())
-    )
-    for backend in backends:
+    backends: dict[str, Backend] = {}
+    for site, by_key in groups.items():
+        names = _backend_names(site, list(by_key))
+        for key, same in sorted(by_key.items()):
+            servers = _unique_servers(names[key], same, incumbents, skipped)
+            if servers:
+                ask = same[0].ask
+                backends[names[key]] = Backend(names[key], members[site][0], tuple(servers), ask.route, ask.path,
+                                               ask.strip, ask.auth, ask.allow)
+
+    routes, paths, host_skipped = _routes(source, domain, route_host, incumbents, members, backends, skipped)
+    for backend in backends.values():
         if len({server.health_path for server in backend.servers}) > 1:
             log.warning("backend %s: its services name different %s paths; TCP health checks only", backend.name, HEALTHCHECK_LABEL)
+    served = {r.backend for r in routes.values()} | {p.backend for p in paths}
     return Routing(
-        backends=backends,
+        backends=tuple(backends[name] for name in sorted(backends) if name in served),
         routes=tuple(sorted(routes.values(), key=lambda r: r.host)),
-        skipped=tuple(skipped + alias_skipped),
+        skipped=tuple(skipped + host_skipped),
+        paths=tuple(sorted(paths, key=lambda p: (p.site, -len(p.prefix), p.prefix))),
     )
+
+
+def _contradiction(site: str, domain: str, route_host: str, key: tuple[str, str], same: list[_Entry]) -> str:
+    """One line naming two containers that ask for different things on one host and path."""
+    route, path = key
+    first = same[0]
+    other = next(e for e in same if e.ask.options != first.ask.options)
+    differ = [word for word, a, b in zip(("strip", "auth", "allow"), first.ask.options, other.ask.options) if a != b]
+    host = f"{route_host.format(route=route, stack=site)}.{domain}" if route else f"{site}.{domain}"
+    return (f"containers {shown(first.container.name)} and {shown(other.container.name)} ask for different "
+            f"{' and '.join(differ)} on {host} path {path or '/'}; the stack is not served")
+
+
+def _backend_names(site: str, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """The stack's default route keeps the seed's name (the stack label); a named route is
+    <label>:<route>, a path <label>_<path as identifier>. A DNS label holds neither ':' nor '_',
+    so no name can be another stack's; two paths of one stack that read the same get a digest."""
+    names = {key: site if key == ("", "") else f"{site}:{key[0]}" if key[0] else f"{site}{identifier(key[1])}" for key in keys}
+    for key, name in names.items():
+        if key[1] and list(names.values()).count(name) > 1:
+            names[key] = f"{name}.{hashlib.sha256(key[1].encode()).hexdigest()[:8]}"
+    return names
+
+
+def _unique_servers(backend: str, entries: list[_Entry], incumbents: Incumbents, skipped: list[Skipped]) -> list[Server]:
+    """One container per server name in a backend: whoever the live backend has, else none."""
+    by_name: dict[str, list[_Entry]] = {}
+    for entry in entries:
+        by_name.setdefault(entry.server.name, []).append(entry)
+    kept: list[Server] = []
+    for name, same in by_name.items():
+        if len(same) == 1:
+            kept.append(same[0].server)
+            continue
+        live = incumbents.servers.get((backend, name))
+        winner = next((e.container.name for e in same if f"{e.server.address}:{e.server.port}" == live), None)
+        for entry in same:
+            if entry.container.name == winner and entry.server not in kept:
+                kept.append(entry.server)
+                continue
+            others = ", ".join(f"container {shown(o.container.name)}" for o in same if o is not entry)
+            reason = lost(f"server name {name} is also claimed by {others}", winner)
+            skipped.append(Skipped(f"container {shown(entry.container.name)}", reason))
+    return kept
 
 
 def _routes(
     source: SourceData,
     domain: str,
+    route_host: str,
     incumbents: Incumbents,
-    servers_by_backend: dict[str, list[Server]],
-    stack_of_backend: dict[str, str],
+    members: dict[str, tuple[str, list[_Entry]]],
+    backends: dict[str, Backend],
     skipped: list[Skipped],
-) -> tuple[dict[str, Route], list[Skipped]]:
-    """Hosts of the stacks and their aliases. A stack that loses its own host is dropped with its
-    containers (from servers_by_backend, warning in `skipped`), which can settle other contests:
-    so contests are decided again until no stack drops."""
-    alias_skipped: list[Skipped] = list(source.skipped_aliases)
+) -> tuple[dict[str, Route], list[PathRoute], list[Skipped]]:
+    """Hosts of every site (the stack's own, named routes', aliases and wildcards) and the path
+    routes of the default sites. A stack that loses its own host is dropped with its containers
+    (their backends removed, a warning in `skipped`)."""
+    host_skipped: list[Skipped] = list(source.skipped_aliases)
+    by_site: dict[str, list[Backend]] = {}
+    for backend in backends.values():
+        by_site.setdefault(backend.site, []).append(backend)
+    stack_of = {site: members[site][0] for site in by_site}
     stacks_seen = {c.stack for c in source.containers}
-    claims: list[_Claim] = []
+    claims: list[Claim] = []
+
+    def claim(host: str, site: str, owner: str, kind: str, what: str, route: str = "") -> None:
+        if not is_route_host(host):
+            host_skipped.append(Skipped(what, f"{shown(host)} is not a valid host name"))
+        else:
+            claims.append(Claim(host, site, owner, kind, what, route))
+
+    for site in sorted(by_site):
+        stack = stack_of[site]
+        routed = {(b.route, b.path) for b in by_site[site]}
+        if any(not route for route, _ in routed):
+            claims.append(Claim(f"{site}.{domain}", site, site, "stack", f"stack {shown(stack)}"))
+        for route in sorted({route for route, _ in routed if route}):
+            name = f"{route_host.format(route=route, stack=site)}.{domain}"
+            claim(name, f"{site}:{route}", site, "route", f"route {shown(route)} of stack {shown(stack)}", route)
+        aliases = {(e.ask.route, name) for e in members[site][1] for name in e.ask.aliases}
+        for route, name in sorted(aliases):
+            target = f"{site}:{route}" if route else site
+            if not any(r == route for r, _ in routed):  # the route's containers are all skipped
+                continue
+            claim(alias_host(name, domain), target, site, "alias", f"alias {shown(name)} of stack {shown(stack)}", route)
     for stack, name in sorted((alias.stack, alias.name) for alias in source.aliases):
         what = f"alias {shown(name)} of stack {shown(stack)}"
-        backend = host_label(stack)
-        host = alias_host(name, domain)
+        site = host_label(stack)
         # An alias belongs to the stack it names: not to another stack of the same host label.
-        if backend not in servers_by_backend or (stack_of_backend[backend] != stack and stack in stacks_seen):
-            alias_skipped.append(Skipped(what, "stack has no routed containers", warn=False))
-        elif not is_hostname(host):
-            alias_skipped.append(Skipped(what, f"{shown(host)} is not a valid host name"))
+        if site not in stack_of or (stack_of[site] != stack and stack in stacks_seen) or not any(
+            not b.route for b in by_site[site]
+        ):
+            host_skipped.append(Skipped(what, "stack has no routed containers", warn=False))
         else:
-            claims.append(_Claim(host, backend, "alias", what))
+            claim(alias_host(name, domain), site, site, "alias", what)
 
-    while True:
-        live = [_Claim(f"{b}.{domain}", b, "stack", f"stack {shown(stack_of_backend[b])}") for b in sorted(servers_by_backend)]
-        live += [c for c in claims if c.backend in servers_by_backend]
-        by_host: dict[str, list[_Claim]] = {}
-        for claim in live:
-            by_host.setdefault(claim.host, []).append(claim)
-        winners: dict[str, str | None] = {}
-        dropped = False
-        for host, host_claims in by_host.items():
-            backends = sorted({c.backend for c in host_claims})
-            # A stack's own host beats an alias unless the alias serves it now (a new stack `www`
-            # must not take www.<domain> from the stack whose alias it is); two aliases, neither.
-            own = [c.backend for c in host_claims if c.kind == "stack"]
-            winners[host] = (
-                backends[0] if len(backends) == 1 else _contest(backends, incumbents.hosts.get(host)) or next(iter(own), None)
-            )
-            for claim in host_claims:
-                if claim.kind == "stack" and claim.backend != winners[host]:
-                    others = ", ".join(sorted({c.what for c in host_claims if c.backend != claim.backend}))
-                    reason = _lost(f"host {host} of stack {shown(stack_of_backend[claim.backend])} is also claimed by {others}", winners[host])
-                    for server in servers_by_backend.pop(claim.backend):
-                        skipped.append(Skipped(f"container {shown(server.container)}", reason))
-                    dropped = True
-        if not dropped:
-            break
+    def drop(owner: str, reason: str) -> None:
+        for backend in by_site.pop(owner):
+            del backends[backend.name]
+            skipped.extend(Skipped(f"container {shown(server.container)}", reason) for server in backend.servers)
 
-    routes: dict[str, Route] = {}
-    for host, host_claims in sorted(by_host.items()):
-        winner = winners[host]
-        for claim in host_claims:
-            if claim.backend == winner:
-                routes.setdefault(host, Route(host, claim.backend, claim.kind))
-            elif claim.kind == "alias" and winner and incumbents.hosts.get(host) != winner:
-                alias_skipped.append(Skipped(claim.what, f"host {host} already routes to {winner}"))
-            elif claim.kind == "alias":
-                others = ", ".join(sorted({c.what for c in host_claims if c.backend != claim.backend}))
-                alias_skipped.append(Skipped(claim.what, _lost(f"host {host} is also claimed by {others}", winner)))
-    for claim in claims:
-        if claim.backend not in servers_by_backend:
-            alias_skipped.append(Skipped(claim.what, "stack has no routed containers", warn=False))
-    return routes, alias_skipped
+    routes, lost_hosts = settle(claims, lambda: set(by_site), incumbents, drop)
+    paths = []
+    for site, site_backends in sorted(by_site.items()):
+        prefixes = {b.path: b.name for b in site_backends if not b.route}
+        if any(prefixes) and any(r.backend == site for r in routes.values()):
+            paths += [PathRoute(site, prefix, name) for prefix, name in prefixes.items()]
+            if "" not in prefixes:
+                paths.append(PathRoute(site, "", FALLBACK))
+    return routes, paths, host_skipped + lost_hosts

@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
 from . import sources
 from .errors import SettingsError
 from .messages import shown as quoted
+from .labels import parse_route_host
 from .validators import (  # one validator per setting, named in the table below
     is_docker_host,
     parse_api_host,
@@ -161,6 +162,7 @@ class Settings:
     rancher_api_host: str = _setting("RANCHER_API_HOST", parse_api_host, "rancher-metadata", "Metadata service: host, host:port or http(s)://host:port.")
     rancher_api_version: str = _setting("RANCHER_API_VERSION", parse_api_version, "latest", "Metadata API version.")
     rancher_label: str = _setting("RANCHER_LABEL", parse_label_name, "map-public-http", "Routing label; its value is the container port.")
+    route_host: str = _setting("RHGEN_ROUTE_HOST", parse_route_host, "{route}-{stack}", "Host of a named route (label map-public-http.<route>) under STACK_DOMAIN: {route} and {stack}.")
     rancher_proxy_label: str = _setting("RANCHER_PROXY_LABEL", parse_label_name, "", "Label whose value (send-proxy, send-proxy-v2, ...) ends the server line.")
     metadata_connect_timeout: float = _setting("RHGEN_CONNECT_TIMEOUT", parse_seconds, 3, "Seconds to connect to the metadata service.", Kind.OPERATIONAL)
     metadata_read_timeout: float = _setting("RHGEN_READ_TIMEOUT", parse_seconds, 10, "Seconds for a whole metadata answer.", Kind.OPERATIONAL)

@@ -1,4 +1,5 @@
-"""Backends: tiny real HTTP servers on 127.0.0.x, each a "container" answering 200 with its name.
+"""Backends: tiny real HTTP servers on 127.0.0.x, each a "container" answering 200 with its name
+(with echo_path, its name and the path it received).
 
 App serves HTTP/1.1 keep-alive (BackendServers' apps HTTP/1.0: a connection per request); /slow waits 1.5 s, /slow/<n> n seconds. It counts hits and paths
 (health checks included), can answer a path with another status, drop requests unanswered, expect
@@ -38,7 +39,8 @@ class _Handler(QuietHandler):
             return
         if self.path.startswith("/slow"):
             time.sleep(float(self.path[6:] or 1.5))
-        self.send_body(app.status.get(self.path, 200), app.name.encode(), "text/plain")
+        body = f"{app.name} {self.path}" if app.echo_path else app.name
+        self.send_body(app.status.get(self.path, 200), body.encode(), "text/plain")
 
 
 class _OneShotHandler(_Handler):
@@ -53,8 +55,9 @@ class App:
     """One "container": an HTTP server on ip:port (0: a free one) answering 200 with `name`."""
 
     def __init__(self, name: str, ip: str = "127.0.0.1", port: int = 0, proxy_protocol: bool = False,
-                 keep_alive: bool = True) -> None:
+                 keep_alive: bool = True, echo_path: bool = False) -> None:
         self.name, self.ip, self.proxy_protocol = name, ip, proxy_protocol
+        self.echo_path = echo_path  # answer "<name> <path received>" (path routing tests)
         self.proxy_lines: list[str] = []  # PROXY headers received, without CRLF
         self.hits = 0
         self.paths: list[str] = []  # every GET's path, health checks included
