@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .messages import shown
 from .model import Incumbents, Route, Skipped
 
 
