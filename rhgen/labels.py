@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .messages import shown
-from .model import Container, Skipped
+from .model import WILDCARD_LABELS, Container, Skipped
 from .names import is_dns_label, is_hostname, normalise_hostname
 
 PATH_LABEL = "rhgen.path"
@@ -129,8 +129,10 @@ def alias_host(name: str, domain: str) -> str:
 
 
 def is_route_host(host: str) -> bool:
-    """A host name, or `*.` followed by one (a bare `*` or `*.` is not)."""
-    return is_hostname(host[2:] if host.startswith("*.") else host) and len(host) <= 253
+    """A host name, or `*.` followed by one of at most WILDCARD_LABELS labels (a bare `*` or `*.` is not)."""
+    if host.startswith("*."):
+        return is_hostname(host[2:]) and host.count(".") <= WILDCARD_LABELS
+    return is_hostname(host)
 
 
 def parse_route_host(raw: Any) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 # Rancher's own balancer sends traffic only to these health states (None/empty included).
 ROUTABLE_HEALTH = {None, "", "healthy", "updating-healthy"}
 HEALTHCHECK_LABEL = "rhgen.healthcheck"  # value: the path of an HTTP health check, e.g. /healthz
+WILDCARD_LABELS = 8  # a wildcard has at most this many labels after `*.` (*.shop.dev.tld: 3)
 PROXY_KEYWORDS = ("send-proxy", "send-proxy-v2", "send-proxy-v2-ssl", "send-proxy-v2-ssl-cn")
 
 
@@ -138,9 +139,10 @@ class Routing:
 
     @property
     def wildcard_depths(self) -> tuple[int, ...]:
-        """Label counts after `*.` of the wildcard hosts, most first: the frontend tries the
-        longest suffix first."""
-        return tuple(sorted({r.host.count(".") for r in self.routes if r.host.startswith("*.")}, reverse=True))
+        """The label counts after `*.` the frontend tries, most first (the longest suffix wins).
+        Always all of them, whatever the routing: haproxy.cfg stays the same when wildcards come
+        and go, so they are map changes (reload-free through the runtime API)."""
+        return tuple(range(WILDCARD_LABELS, 0, -1))
 
     @property
     def server_count(self) -> int:

@@ -245,7 +245,7 @@ def parse_map(text: str) -> list[tuple[str, str]]:
     entries = []
     for line in lines[2:-1]:
         host, backend = line.split(" ")  # exactly two words: nothing added to a line
-        assert is_hostname(host) and re.fullmatch(r"[a-z0-9-]{1,63}", backend), line
+        assert is_hostname(host.removeprefix("*.")) and re.fullmatch(r"[a-z0-9-]{1,63}", backend), line  # *. : a wildcard alias
         entries.append((host, backend))
     return entries
 
