@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +26,7 @@ from tests.support.apps import App
 from tests.support.haproxy import Haproxy
 from tests.support.metadata import LABEL, MetadataServer, container
 from tests.support.rhgen import make_target, run_rhgen
+from tests.test_runtime_map import Setup
 
 PW_HASH = "$6$JCFMSetK9o8L67aK$HQ3dr2XhSKDAA0DeBeGUlmnDViajGHbK.5X9UW5wML3S1/T6HYihlzlIhVK2C0hW9uePlUABTCVEmz7lT1ifz/"
 NAMES = {
@@ -208,3 +212,51 @@ def test_bare_or_inner_wildcard_is_refused(metadata_server, backend_servers, gen
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("is not a") == 2, result.stderr  # the label and the metadata alias
     assert target.map.read_text().splitlines()[2:] == ["shop.dev.tld shop"]
+
+
+# --- reload-free changes -------------------------------------------------------------------------
+
+
+def test_wildcard_and_path_entries_change_through_the_runtime_api_without_a_reload(tmp_path):
+    """Paths and wildcards live in domain.map beside the hosts: once the backends exist, adding or
+    removing a wildcard is a map change that the runtime API applies."""
+    sockets = Path(tempfile.mkdtemp(prefix="rh-", dir="/tmp"))
+    setup = Setup(tmp_path, sockets)
+    api = App("app1-api", "127.0.0.14", echo_path=True)
+    try:
+        setup.extra = [container("app1", "api", api.ip, api.port, labels={"rhgen.path": "/api"}, name="app1-api-1")]
+        assert "; reloaded" in setup.change()  # a new backend: reload
+        setup.haproxy.wait_routes("app1.dev.tld", "app1")
+        before = setup.haproxy.processes()
+        assert setup.haproxy.get("app1.dev.tld", "/api/x") == (200, "app1-api /api/x")
+
+        setup.aliases = {"app1": ["www", "*.app1"]}
+        assert "applied through the runtime API, no reload" in setup.change()
+        assert setup.haproxy.get("x.app1.dev.tld", "/api/y") == (200, "app1-api /api/y")
+        assert setup.haproxy.get("x.app1.dev.tld", "/") == (200, "app1")
+
+        setup.aliases = {"app1": ["www"]}
+        assert "applied through the runtime API, no reload" in setup.change()
+        assert setup.haproxy.get("x.app1.dev.tld")[0] == 503
+        assert setup.haproxy.processes() == before  # same reload counter, same worker
+    finally:
+        setup.close()
+        api.close()
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
+def test_seed_only_demo_renders_the_same_map_lines_backends_and_servers(demo, generate, target):
+    result = generate()
+    assert result.returncode == 0, result.stderr
+    ports = demo.ports()
+    assert target.map.read_text().splitlines()[2:] == [
+        "app-r124.dev.tld app-r124", "app-r126.dev.tld app-r126", "app1.dev.tld app1",
+        "someotheralias.dev.tld app1", "www.dev.tld app1",
+    ]
+    backends = [line.strip() for line in target.backends.read_text().splitlines()[2:] if line.strip()]
+    names = [line for line in backends if line.startswith(("backend ", "# stack"))]
+    assert names == ["# stack App-R124", "backend app-r124", "# stack app-r126", "backend app-r126",
+                     "# stack app1", "backend app1"]
+    servers = sorted(line.split()[2] for line in backends if line.startswith("server "))
+    assert servers == sorted(f"{ip}:{ports[ip]}" for ip in ("127.0.0.11", "127.0.0.12", "127.0.0.21", "127.0.0.42"))
+    assert all(line.startswith(("backend ", "# stack", "server ", "balance ")) for line in backends), backends
