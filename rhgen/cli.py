@@ -168,13 +168,13 @@ def shown_name(name: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
 def certs(settings: Any, as_json: bool) -> None:
     """Show, per routed host, the certificate that serves it (issuer, expiry) and its ACME state."""
-    from . import acme
+    from . import acme_state
     from .certs import covers, serving
     from .plan import fetch_routing, load_tls
 
     source, routing = fetch_routing(settings)
     tls = load_tls(settings, source, routing)
-    state = acme.read_state(settings) if settings.acme_directory else {}
+    state = acme_state.read_state(settings) if settings.acme_directory else {}
     rows = []
     for host in sorted({route.host for route in routing.routes}):
         cert = serving(tls, host) if tls else None
@@ -185,7 +185,7 @@ def certs(settings: Any, as_json: bool) -> None:
             "covers": mine is not None,
             "issuer": mine.issuer if mine else None,
             "not_after": f"{mine.not_after:%Y-%m-%d %H:%M} UTC" if mine else None,
-            "acme": acme.status(settings, host, mine, state),
+            "acme": acme_state.status(settings, host, mine, state),
         })
     if as_json:
         click.echo(json.dumps(rows, indent=2))

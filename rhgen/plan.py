@@ -161,9 +161,9 @@ def warn_about_drop(settings: Any, routing: Routing) -> None:
 
 
 def _acme_files(settings: Any) -> list[bytes]:
-    from . import acme
+    from . import acme_state
 
-    folder = acme.cert_folder(settings)
+    folder = acme_state.cert_folder(settings)
     try:
         names = sorted(os.listdir(folder))
     except OSError:
