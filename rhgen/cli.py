@@ -16,7 +16,8 @@ from click.core import ParameterSource
 from . import __version__
 from .errors import RhgenError
 from .messages import SHOWN_CHARS, printable
-from .settings import SETTINGS, Setting, merge
+from .merge import merge
+from .settings import SETTINGS, Setting
 
 log = logging.getLogger("rhgen")
 
@@ -242,7 +243,7 @@ def check(settings: Any, wait: bool) -> None:
     the entrypoint runs `rhgen check --wait` before it starts haproxy.
     """
     from . import haproxy_control, lock, loops
-    from .settings import settings_warnings
+    from .merge import settings_warnings
 
     for warning in settings_warnings(settings):
         log.warning("%s", warning)

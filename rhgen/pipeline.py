@@ -13,7 +13,7 @@ from typing import Any
 from . import apply, check, fingerprint, lock, plan, reloads
 from .files import folder_of, read_live
 from .model import Routing
-from .settings import settings_warnings
+from .merge import settings_warnings
 
 log = logging.getLogger(__name__)
 
