@@ -38,7 +38,7 @@ from .acme_state import (
 from .errors import AcmeError, ApplyError, RhgenError, RuntimeApiError
 
 if TYPE_CHECKING:
-    from .certs import Tls
+    from .tls import Tls
     from .model import Routing
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ def _order(settings: Any, acme: Any, host: str, deadline: float) -> bytes:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from . import certs
+    from . import certs, names
 
     key = ec.generate_private_key(ec.SECP256R1())
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
@@ -244,7 +244,7 @@ def _order(settings: Any, acme: Any, host: str, deadline: float) -> bytes:
     chain = order.fullchain_pem.encode("ascii")
     now = datetime.datetime.now(datetime.timezone.utc)
     bundle = certs.load_bundle(chain, key_pem, f"ACME certificate for {host}", cert_path(settings, host), True, now, 0)
-    if not certs.covers(bundle.names, host):
+    if not names.covers(bundle.names, host):
         raise AcmeError(f"the issued certificate names {', '.join(bundle.names)}, not {host}")
     return bundle.pem
 

@@ -3,7 +3,7 @@ the per-host backoff, and which routed hosts are due an order (pure). The protoc
 
 ACME_DIR/
   account.key     the account's private key (0600)
-  certs/<host>.pem   chain + key of each issued certificate (0600), read by certs.from_acme
+  certs/<host>.pem   chain + key of each issued certificate (0600), read by tls.from_acme
   challenges.map  the pending challenges haproxy answers
   state.json      per host: failures, next try, last error
 """
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import files
-from .certs import covers
+from .names import covers
 from .errors import RhgenError
 
 if TYPE_CHECKING:

@@ -170,7 +170,8 @@ def shown_name(name: str) -> str:
 def certs(settings: Any, as_json: bool) -> None:
     """Show, per routed host, the certificate that serves it (issuer, expiry) and its ACME state."""
     from . import acme_state
-    from .certs import covers, serving
+    from .names import covers
+    from .tls import serving
     from .plan import fetch_routing, load_tls
 
     source, routing = fetch_routing(settings)
