@@ -21,7 +21,8 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
 from .errors import SettingsError
 from .messages import shown as quoted
 from .settings import BY_NAME, DEFAULTS, PATH_SETTINGS, SETTINGS, Kind, Settings
-from .validators import YamlNonDecimal, is_docker_host
+from .quantities import YamlNonDecimal
+from .validators import is_docker_host
 
 _PLAIN_DECIMAL = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
 
