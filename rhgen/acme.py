@@ -9,47 +9,44 @@ Nothing here may break routing: every failure is a warning, recorded per host in
 ACME_DIR/state.json with an exponential backoff in wall-clock time (a restart keeps it), and the
 whole stage stops after ACME_TIMEOUT seconds and ACME_MAX_ORDERS orders.
 
-ACME_DIR/
-  account.key     the account's private key (0600)
-  certs/<host>.pem   chain + key of each issued certificate (0600), read by certs.from_acme
-  challenges.map  the pending challenges haproxy answers
-  state.json      per host: failures, next try, last error
+The files and the bookkeeping (state, backoff, what is due) are in acme_state.py.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
 import re
 import time
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, files, lock, reloads, runtime
-from .certs import covers
+from .acme_state import (
+    HostState,
+    backoff,
+    cert_path,
+    challenge_map,
+    due_hosts,
+    read_state,
+    state_path,
+    utc,
+    write_secret,
+    write_state,
+)
 from .errors import AcmeError, ApplyError, RhgenError, RuntimeApiError
 
 if TYPE_CHECKING:
-    from .certs import Certificate, Tls
+    from .tls import Tls
     from .model import Routing
 
 log = logging.getLogger(__name__)
 
 CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
-BACKOFF_FIRST = 300.0  # seconds after the first failure; doubles with each further one
-BACKOFF_MAX = 86400.0
 NETWORK_TIMEOUT = 10  # one HTTP request to the ACME server
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+\Z")
 
-
-@dataclass(frozen=True)
-class HostState:
-    failures: int = 0
-    next_try: float = 0.0  # unix time (wall clock) before which no new order is placed
-    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -59,123 +56,6 @@ class Result:
     reload_needed: bool = False  # a renewal could not go through the runtime API
     failed: tuple[str, ...] = ()
 
-
-# --- files -----------------------------------------------------------------------------------
-
-
-def cert_folder(settings: Any) -> str:
-    return os.path.join(settings.acme_dir, "certs")
-
-
-def challenge_map(settings: Any) -> str:
-    return os.path.join(settings.acme_dir, "challenges.map")
-
-
-def state_path(settings: Any) -> str:
-    return os.path.join(settings.acme_dir, "state.json")
-
-
-def cert_path(settings: Any, host: str) -> str:
-    return os.path.join(cert_folder(settings), f"{host}.pem")
-
-
-def prepare(settings: Any) -> None:
-    """ACME_DIR and an empty challenge map must exist before haproxy -c reads the config."""
-    try:
-        os.makedirs(cert_folder(settings), mode=0o700, exist_ok=True)
-        if not os.path.exists(challenge_map(settings)):
-            files.write_atomically(challenge_map(settings), b"", 0o644)
-    except OSError as exc:
-        raise RhgenError(f"ACME_DIR {settings.acme_dir}: cannot prepare ({exc.strerror})") from None
-
-
-def _write_secret(path: str, content: bytes) -> None:
-    """Atomically, mode 0600 whatever the file had before: it holds a private key."""
-    files.write_atomically(path, content, 0o600, secret=True)
-
-
-def read_state(settings: Any) -> dict[str, HostState]:
-    try:
-        with open(state_path(settings), encoding="utf-8") as handle:
-            data = json.load(handle)
-        return {
-            str(host): HostState(int(item.get("failures", 0)), float(item.get("next_try", 0)), str(item.get("error", "")))
-            for host, item in data.get("hosts", {}).items()
-        }
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError, AttributeError, TypeError) as exc:
-        log.warning("ACME state %s: unreadable (%s); starting afresh", state_path(settings), exc)
-        return {}
-
-
-def write_state(settings: Any, state: dict[str, HostState]) -> None:
-    data = {
-        "hosts": {
-            host: {
-                "failures": item.failures,
-                "next_try": item.next_try,
-                "next_try_utc": datetime.datetime.fromtimestamp(item.next_try, datetime.timezone.utc).isoformat(),
-                "error": item.error,
-            }
-            for host, item in sorted(state.items())
-        }
-    }
-    files.write_atomically(state_path(settings), (json.dumps(data, indent=2) + "\n").encode(), 0o600)
-
-
-def backoff(failures: int) -> float:
-    return min(BACKOFF_FIRST * 2 ** max(0, failures - 1), BACKOFF_MAX)
-
-
-# --- what needs an order: pure ------------------------------------------------------------------
-
-
-def in_scope(patterns: Sequence[str], host: str) -> bool:
-    return not patterns or covers(patterns, host)
-
-
-def due_hosts(
-    settings: Any, hosts: Iterable[str], certificates: Sequence[Certificate], state: dict[str, HostState], now: float
-) -> list[tuple[str, str]]:
-    """(host, why) for each routed host in ACME_HOSTS that no user certificate covers and whose ACME
-    certificate is missing or within ACME_RENEW_DAYS of expiry, and whose backoff is over."""
-    users = [name for cert in certificates if not cert.acme for name in cert.names]
-    issued = {cert.path: cert for cert in certificates if cert.acme}
-    renew_before = now + settings.acme_renew_days * 86400
-    due = []
-    for host in sorted(set(hosts)):
-        if not in_scope(settings.acme_hosts, host) or covers(users, host):
-            continue
-        cert = issued.get(cert_path(settings, host))
-        if cert is not None and cert.not_after.timestamp() > renew_before:
-            continue
-        why = "renewal" if cert is not None else "new certificate"
-        waiting = state.get(host)
-        if waiting and waiting.next_try > now:
-            log.info("ACME %s: retry after %s UTC (%s)", host, _utc(waiting.next_try), waiting.error)
-            continue
-        due.append((host, why))
-    return due
-
-
-def _utc(timestamp: float) -> str:
-    return f"{datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc):%Y-%m-%d %H:%M:%S}"
-
-
-def status(settings: Any, host: str, cert: Certificate | None, state: dict[str, HostState]) -> str:
-    """One host's ACME state for `rhgen certs`: outside ACME, valid until, pending, next retry."""
-    if not settings.acme_directory or not in_scope(settings.acme_hosts, host):
-        return "not managed by ACME"
-    if cert is not None and not cert.acme:
-        return "your certificate covers it; no ACME order"
-    waiting = state.get(host)
-    if waiting:
-        return f"next retry {_utc(waiting.next_try)} UTC after {waiting.failures} failures ({waiting.error})"
-    if cert is None:
-        return "pending: ordered at the next run"
-    renew = cert.not_after.timestamp() - settings.acme_renew_days * 86400
-    return f"valid until {_utc(cert.not_after.timestamp())} UTC, renewed from {_utc(renew)} UTC"
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -223,13 +103,13 @@ def _run(settings: Any, routing: Routing, tls: Tls | None, live_crt_list: bytes 
             pem = _order(settings, client, host, deadline)
             path = cert_path(settings, host)
             served = live_crt_list is not None and path.encode() in live_crt_list.splitlines()
-            _write_secret(path, pem)
+            write_secret(path, pem)
         except (RhgenError, OSError) as exc:  # an ACME failure never stops the run
             failures = state.get(host, HostState()).failures + 1
             retry = time.time() + backoff(failures)
             state[host] = HostState(failures, retry, _one_line(exc))
             failed.append(host)
-            log.warning("ACME %s (%s): %s; routing unaffected, retry after %s UTC", host, why, _one_line(exc), _utc(retry))
+            log.warning("ACME %s (%s): %s; routing unaffected, retry after %s UTC", host, why, _one_line(exc), utc(retry))
             continue
         state.pop(host, None)
         log.info("ACME %s: %s issued, valid until %s UTC", host, why, _not_after(pem))
@@ -275,7 +155,7 @@ def _account_key(settings: Any) -> Any:
         raise AcmeError(f"account key {path}: unusable ({exc})") from None
     key = ec.generate_private_key(ec.SECP256R1())
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    _write_secret(path, pem)
+    write_secret(path, pem)
     log.info("ACME: created the account key %s", path)
     return key
 
@@ -325,7 +205,7 @@ def _order(settings: Any, acme: Any, host: str, deadline: float) -> bytes:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from . import certs
+    from . import certs, names
 
     key = ec.generate_private_key(ec.SECP256R1())
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
@@ -364,7 +244,7 @@ def _order(settings: Any, acme: Any, host: str, deadline: float) -> bytes:
     chain = order.fullchain_pem.encode("ascii")
     now = datetime.datetime.now(datetime.timezone.utc)
     bundle = certs.load_bundle(chain, key_pem, f"ACME certificate for {host}", cert_path(settings, host), True, now, 0)
-    if not certs.covers(bundle.names, host):
+    if not names.covers(bundle.names, host):
         raise AcmeError(f"the issued certificate names {', '.join(bundle.names)}, not {host}")
     return bundle.pem
 

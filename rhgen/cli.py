@@ -1,89 +1,18 @@
-"""Command line: parse, call the pipeline, report. Errors are caught here once: one line, non-zero exit."""
+"""Command line: the `rhgen` group, its commands for users (generate, watch, routes, certs) and the
+container's (container_commands.py). Each command gets a merged Settings from options.py, which
+also catches every RhgenError, once: one line, non-zero exit."""
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
-import os
-import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
-from click.core import ParameterSource
 
-from . import __version__
-from .errors import RhgenError
+from . import __version__, container_commands
 from .messages import SHOWN_CHARS, printable
-from .settings import SETTINGS, Setting, merge
+from .options import setting_options
 
-log = logging.getLogger("rhgen")
-
-
-class _LowerLevelFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        # Messages quote metadata (container names...): never let them drive the terminal.
-        return printable(super().format(record).replace(record.levelname, record.levelname.lower(), 1))
-
-
-def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_LowerLevelFormatter("rhgen: %(levelname)s: %(message)s"))
-    root = logging.getLogger("rhgen")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
-
-
-class SettingOption(click.Option):
-    """The option of one setting, also read from its environment variable."""
-
-    def resolve_envvar_value(self, ctx: click.Context) -> str | None:
-        # click skips an empty variable; here it is a value: BIND_ADDRESS= binds every address.
-        return os.environ.get(self.envvar) if isinstance(self.envvar, str) else None
-
-
-def _option(setting: Setting) -> Callable[..., Any]:
-    # The default is shown in --help only: values left at it come from the defaults layer (see wrapper).
-    shown = setting.shown_default or None
-    security = " Security-relevant." if setting.security else ""
-    return click.option(
-        setting.flag, setting.name, cls=SettingOption, envvar=setting.env, show_envvar=True,
-        default=shown, show_default=shown is not None, metavar="VALUE", help=setting.help + security,
-    )
-
-
-def setting_options(command: Callable[..., Any] | None = None, *, renders: bool = True) -> Any:
-    """Add --config, -v/-q and one option per setting; hand the command a merged Settings.
-    renders=False: a command that renders nothing runs without STACK_DOMAIN."""
-    if command is None:
-        return functools.partial(setting_options, renders=renders)
-
-    @click.option("--config", "config_file", metavar="FILE", envvar="RHGEN_CONFIG", show_envvar=True,
-                  help="Override YAML file of settings.")
-    @click.option("-v", "--verbose", count=True, help="Also log what changed and what was skipped.")
-    @click.option("-q", "--quiet", is_flag=True, help="Log errors only.")
-    @functools.wraps(command)
-    def wrapper(config_file: str | None, verbose: int, quiet: bool, **kwargs: Any) -> None:
-        _setup_logging(verbose, quiet)
-        source = click.get_current_context().get_parameter_source
-        values = {s.name: kwargs.pop(s.name) for s in SETTINGS}
-        layers: dict[Any, dict[str, Any]] = {ParameterSource.ENVIRONMENT: {}, ParameterSource.COMMANDLINE: {}}
-        for name, value in values.items():
-            layers.get(source(name), {})[name] = value
-        try:
-            settings = merge(config_file, layers[ParameterSource.ENVIRONMENT], layers[ParameterSource.COMMANDLINE],
-                             renders)
-            command(settings, **kwargs)
-        except RhgenError as exc:
-            click.echo(printable(f"rhgen: error: {exc}", lines=True), err=True)
-            sys.exit(exc.exit_code)
-
-    for setting in reversed(SETTINGS):
-        wrapper = _option(setting)(wrapper)
-    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -189,13 +118,14 @@ def shown_name(name: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
 def certs(settings: Any, as_json: bool) -> None:
     """Show, per routed host, the certificate that serves it (issuer, expiry) and its ACME state."""
-    from . import acme
-    from .certs import covers, serving
+    from . import acme_state
+    from .names import covers
+    from .tls import serving
     from .plan import fetch_routing, load_tls
 
     source, routing = fetch_routing(settings)
     tls = load_tls(settings, source, routing)
-    state = acme.read_state(settings) if settings.acme_directory else {}
+    state = acme_state.read_state(settings) if settings.acme_directory else {}
     rows = []
     for host in sorted({route.host for route in routing.routes}):
         cert = serving(tls, host) if tls else None
@@ -206,7 +136,7 @@ def certs(settings: Any, as_json: bool) -> None:
             "covers": mine is not None,
             "issuer": mine.issuer if mine else None,
             "not_after": f"{mine.not_after:%Y-%m-%d %H:%M} UTC" if mine else None,
-            "acme": acme.status(settings, host, mine, state),
+            "acme": acme_state.status(settings, host, mine, state),
         })
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -251,110 +181,5 @@ def _routes_json(routing: Any, backends: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# --- what the entrypoint runs ----------------------------------------------------------------------
-
-
-def _say(message: str) -> None:
-    click.echo(printable(f"rhgen: {message}", lines=True), err=True)
-
-
-@main.command()
-@setting_options(renders=False)
-@click.option("--wait", is_flag=True, help="Retry (1, 2, 4 … RHGEN_RETRY_MAX s) until the files exist and pass.")
-def check(settings: Any, wait: bool) -> None:
-    """Check the files in service with haproxy -c (exit 0 when haproxy accepts them, 1 when not).
-
-    Files a rhgen run is swapping are read once the swap is complete. The haproxy-only mode of
-    the entrypoint runs `rhgen check --wait` before it starts haproxy.
-    """
-    from . import haproxy_control, lock, loops
-    from .settings import settings_warnings
-
-    for warning in settings_warnings(settings):
-        log.warning("%s", warning)
-
-    def step() -> None:
-        with lock.shared_lock(settings.haproxy_backend_config):
-            haproxy_control.check_live(settings)
-
-    if not wait:
-        step()
-    elif not loops.until_ready(step, settings, _say):
-        return
-    _say(f"haproxy -c accepts {settings.haproxy_config} and {settings.haproxy_backend_config}")
-
-
-@main.command()
-@setting_options
-def prepare(settings: Any) -> None:
-    """Make the first configuration haproxy starts with: generate (nothing to reload yet), then
-    haproxy -c on the result, retried (1, 2, 4 … RHGEN_RETRY_MAX s) until both succeed.
-
-    Exit 0 when ready (or stopped by SIGTERM), 2 on a settings error: retrying cannot help.
-    """
-    import dataclasses
-
-    from . import haproxy_control, loops
-    from .pipeline import generate as run
-
-    first = dataclasses.replace(settings, reload_command="")
-
-    def step() -> None:
-        click.echo(run(first).summary())
-        haproxy_control.check_live(first)
-
-    loops.until_ready(step, settings, _say)
-
-
-@main.command()
-@setting_options(renders=False)
-def reload(settings: Any) -> None:
-    """Hitless reload of the haproxy the entrypoint runs (its default RELOAD_COMMAND).
-
-    haproxy -c on the files in service (a rejected set is never sent), `reload` on the master CLI
-    (HAPROXY_MASTER_SOCKET), then wait until `show proc` reports the outcome. Exit 0 when the new
-    configuration serves, 1 when the previous worker keeps serving.
-    """
-    from . import haproxy_control
-
-    haproxy_control.reload(settings)
-
-
-@main.command("run-haproxy")
-@setting_options(renders=False)
-def run_haproxy(settings: Any) -> None:
-    """Become haproxy (exec) in master-worker mode with the files and master socket of the settings."""
-    from . import haproxy_control
-
-    argv = haproxy_control.haproxy_argv(settings)
-    haproxy_control.prepare_start(settings)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        os.execvp(argv[0], argv)  # noqa: S606 - the operator's HAPROXY_BIN, an argument list  # nosec B606
-    except OSError as exc:
-        raise RhgenError(f"cannot run haproxy binary {argv[0]!r} ({exc.strerror}; HAPROXY_BIN)") from None
-
-
-@main.command()
-@setting_options
-def schedule(settings: Any) -> None:
-    """Run `rhgen generate` every RHGEN_INTERVAL seconds until SIGTERM or SIGINT (then exit 0, after
-    the run in progress): the entrypoint's schedule where supercronic is missing."""
-    from . import loops
-
-    loops.schedule(settings, _say)
-
-
-@main.command("watch-files")
-@setting_options(renders=False)
-def watch_files(settings: Any) -> None:
-    """Reload haproxy whenever a generated file changes (the haproxy-only mode), until SIGTERM or SIGINT.
-
-    Watches HAPROXY_CONFIG, HAPROXY_BACKEND_CONFIG, HAPROXY_DOMAIN_MAP, HAPROXY_SSL_CERT and
-    .rhgen.generation with inotify (RHGEN_WATCH=auto|inotify) or by polling every
-    RHGEN_POLL_INTERVAL s (RHGEN_WATCH=poll). A set haproxy -c rejects is not reloaded.
-    """
-    from . import loops
-
-    loops.watch_files(settings, _say)
+for _command in container_commands.COMMANDS:
+    main.add_command(_command)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Iterable
 
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 _IDENTIFIER_CHAR = re.compile(r"[^A-Za-z0-9_.:-]")
@@ -43,3 +44,14 @@ def normalise_hostname(text: str) -> str:
 def identifier(text: str) -> str:
     """Make text a valid HAProxy identifier by replacing every other character with '_'."""
     return _IDENTIFIER_CHAR.sub("_", text) or "_"
+
+
+def covers(names: Iterable[str], host: str) -> bool:
+    """True when one of a certificate's names (or an ACME_HOSTS pattern) covers `host`: the same
+    name, or `*.<rest>` where the wildcard stands for exactly one label, as TLS clients match."""
+    for name in names:
+        if name == host:
+            return True
+        if name.startswith("*.") and "." in host and host.split(".", 1)[1] == name[2:]:
+            return True
+    return False

@@ -13,7 +13,7 @@ from typing import Any
 from . import apply, check, fingerprint, lock, plan, reloads
 from .files import folder_of, read_live
 from .model import Routing
-from .settings import settings_warnings
+from .merge import settings_warnings
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,11 @@ def generate(settings: Any, dry_run: bool = False, allow_empty: bool = False) ->
     for warning in settings_warnings(settings):
         log.warning("%s", warning)
     if settings.acme_directory:
-        from . import acme
+        from . import acme_state
 
         # haproxy -c needs the challenge map to exist, in a dry run too: an empty file in ACME_DIR,
         # never one of the files in service.
-        acme.prepare(settings)
+        acme_state.prepare(settings)
     if dry_run:
         return preview(settings)
     outcome, routed = route(settings, allow_empty)

@@ -20,7 +20,7 @@ from .model import Routing, SourceData
 from .routing import build_routing, incumbents_from
 
 if TYPE_CHECKING:
-    from .certs import Tls
+    from .tls import Tls
     from .render import OutputFile
 
 log = logging.getLogger(__name__)
@@ -80,13 +80,13 @@ def fetch_routing(settings: Any) -> tuple[SourceData, Routing]:
 def load_tls(settings: Any, source: SourceData, routing: Routing) -> Tls | None:
     if not settings.enable_ssl:
         return None
-    from . import certs  # cryptography is slow to import: only runs that render TLS pay for it
+    from . import tls as certificates  # cryptography is slow to import: only runs that render TLS pay for it
 
-    tls = certs.collect(settings, source.service_metadata)
+    tls = certificates.collect(settings, source.service_metadata)
     if not tls.certificates:  # ACME is on and has issued nothing yet: HTTP only until it has
         log.warning("ENABLE_SSL: no certificate yet; HTTPS starts once ACME has issued one")
         return None
-    certs.report_uncovered(tls, settings.stack_domain, (route.host for route in routing.routes))
+    certificates.report_uncovered(tls, settings.stack_domain, (route.host for route in routing.routes))
     return tls
 
 
@@ -162,9 +162,9 @@ def warn_about_drop(settings: Any, routing: Routing) -> None:
 
 
 def _acme_files(settings: Any) -> list[bytes]:
-    from . import acme
+    from . import acme_state
 
-    folder = acme.cert_folder(settings)
+    folder = acme_state.cert_folder(settings)
     try:
         names = sorted(os.listdir(folder))
     except OSError:

@@ -20,7 +20,7 @@ from .errors import RhgenError
 from .model import Routing
 
 if TYPE_CHECKING:
-    from .certs import Tls
+    from .tls import Tls
 
 
 @dataclass(frozen=True)

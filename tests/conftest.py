@@ -122,7 +122,7 @@ def live(metadata_server, target):
     Run in-process (same settings, source, haproxy -c and swap as the CLI) to save an interpreter
     start per test; the runs under test all go through `python -m rhgen`."""
     from rhgen import pipeline
-    from rhgen.settings import load_settings
+    from rhgen.merge import load_settings
 
     metadata_server.set(APP1, {"aliases": {"app1": ["www"]}})
     outcome = pipeline.generate(load_settings(None, target.env, {}))

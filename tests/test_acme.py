@@ -263,7 +263,7 @@ def test_pebble_down_leaves_routing_alone_records_backoff_and_a_later_run_retrie
 
 
 def test_backoff_doubles_with_each_failure():
-    from rhgen.acme import BACKOFF_MAX, backoff
+    from rhgen.acme_state import BACKOFF_MAX, backoff
 
     assert [backoff(n) for n in (1, 2, 3)] == [300, 600, 1200]
     assert backoff(30) == BACKOFF_MAX

@@ -309,10 +309,15 @@ def test_watch_ignores_health_check_exec_events(env, docker_lab):
     try:
         watcher.wait_out("changed:", timeout=20)
         lists = lambda: sum("/containers/json" in line for line in recorder.requests())  # noqa: E731
-        time.sleep(0.5)
-        before = lists()
-        time.sleep(2)  # ten health checks, each an exec_create/exec_start/exec_die in the events stream
-        assert "exec_start" in docker("events", "--since", "2s", "--until", "0s", "--filter", f"container={web}")
+        time.sleep(0.5)  # the first run's list call is in
+        before, since = lists(), f"{time.time():.3f}"
+
+        def health_checks() -> int:  # each one an exec_create/exec_start/exec_die in the events stream
+            events = docker("events", "--since", since, "--until", f"{time.time():.3f}",
+                            "--filter", f"container={web}", "--filter", "event=exec_start")
+            return events.count("exec_start")
+
+        wait_for(lambda: health_checks() >= 6, 20, "six health checks")
         assert lists() == before
         docker("stop", "-t", "1", web)
         wait_for(lambda: lists() > before, 20, "a run after the stop")

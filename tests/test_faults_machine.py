@@ -30,7 +30,7 @@ from tests.support.rhgen import make_target
 from rhgen import pipeline, plan, render, sources
 from rhgen.routing import build_routing
 from rhgen.reloads import pending as reload_pending
-from rhgen.settings import load_settings
+from rhgen.merge import load_settings
 
 MACHINE = "Faults of the machine"
 HELD = "exit 1, one error line, live files byte-identical, no temp file"

@@ -15,8 +15,7 @@ import pytest
 from tests.support.metadata import APP1, APP2, CONTAINERS, LABEL, NOT_FOUND, PROXY_LABEL, SERVICE_METADATA, container
 from tests.support.outputs import error_lines, map_entries, script, seed_style_config, server_lines, warning_lines
 from tests.support.net import free_port
-from rhgen import pipeline, resources
-from rhgen.settings import load_settings
+from rhgen import resources
 
 # --- no change ---------------------------------------------------------------------------------
 

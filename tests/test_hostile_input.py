@@ -31,7 +31,7 @@ from rhgen.errors import RhgenError
 from rhgen.model import PROXY_KEYWORDS, ROUTABLE_HEALTH, Routing, SourceData
 from rhgen.routing import build_routing, incumbents_from
 from rhgen.names import is_hostname
-from rhgen.settings import load_settings
+from rhgen.merge import load_settings
 from rhgen.sources.answers import source_data
 
 HOSTILE = "Hostile input"

@@ -11,7 +11,7 @@ from rhgen.model import Incumbents, SourceData
 from rhgen.routing import build_routing, incumbents_from
 from rhgen.sources.answers import aliases_from, containers_from_json
 from rhgen.render import environment
-from rhgen.settings import load_settings
+from rhgen.merge import load_settings
 
 
 def routing_of(items, aliases=None, proxy_label=PROXY_LABEL, incumbents=Incumbents()):

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from rhgen import reference
-from rhgen.settings import DEFAULTS, SETTINGS, Settings, read_yaml_file
+from rhgen.merge import read_yaml_file
+from rhgen.settings import DEFAULTS, SETTINGS, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,7 +19,7 @@ from tests.support.metadata import DOMAIN, LABEL, container
 from tests.test_routing_labels import PW_HASH
 from rhgen import render
 from rhgen.routing import build_routing
-from rhgen.settings import load_settings
+from rhgen.merge import load_settings
 from rhgen.sources.answers import source_data
 
 HOSTILE = "Hostile input"

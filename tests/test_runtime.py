@@ -162,13 +162,25 @@ def test_sigint_stops_it_as_well(procs, world):
     assert procs.leftovers() == []
 
 
-def _zombie_children(pid: int) -> set[int]:
-    zombies = set()
+def _children(pid: int) -> dict[int, tuple[str, str]]:
+    """pid -> (command, state) of each child; a child that vanished meanwhile is left out."""
+    found = {}
     for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        stat = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
-        if stat[0] == "Z":
-            zombies.add(int(child))
-    return zombies
+        try:
+            stat = Path(f"/proc/{child}/stat").read_text()
+        except FileNotFoundError:
+            continue
+        command, rest = stat.split("(", 1)[1].rsplit(")", 1)
+        found[int(child)] = (command, rest.split()[0])
+    return found
+
+
+def _zombie_children(pid: int) -> set[int]:
+    return {child for child, (_, state) in _children(pid).items() if state == "Z"}
+
+
+def _sleeping_orphans(pid: int) -> set[int]:
+    return {child for child, (command, state) in _children(pid).items() if command == "sleep" and state != "Z"}
 
 
 def test_as_pid_1_of_a_container_it_reaps_orphans_and_stops_on_sigterm(procs, world, tmp_path):
@@ -185,10 +197,11 @@ def test_as_pid_1_of_a_container_it_reaps_orphans_and_stops_on_sigterm(procs, wo
         reloads = master_reloads(world.socket)[0]
         world.metadata.service_metadata = {"aliases": {"app1": [f"orphan{i}"]}}
         wait_for(lambda: master_reloads(world.socket)[0] > reloads, FOLLOW, what="a reload")
-    time.sleep(0.5)
+    # Each orphan (`sleep 0.1`) ends soon after its reload; once none runs, whatever is a zombie
+    # must be reaped soon after.
+    wait_for(lambda: not _sleeping_orphans(pid1), 5, what="the orphans ended")
     first = _zombie_children(pid1)
-    time.sleep(0.5)
-    assert not first & _zombie_children(pid1), "orphans are reaped"
+    wait_for(lambda: not first & _zombie_children(pid1), 5, what="the orphans reaped")
 
     os.kill(pid1, signal.SIGTERM)
     assert proc.popen.wait(timeout=20) == 0

@@ -13,7 +13,8 @@ import yaml
 from tests.support.metadata import container, write_metadata_file
 from tests.support.net import wait_for
 from tests.support.rhgen import ENTRYPOINT, REPO, VENV_BIN, entrypoint_env
-from rhgen.settings import SETTINGS, load_settings
+from rhgen.merge import load_settings
+from rhgen.settings import SETTINGS
 
 # --- the schedule without supercronic: `rhgen schedule`, every RHGEN_INTERVAL seconds ------------
 

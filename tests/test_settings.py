@@ -10,7 +10,7 @@ import trustme
 
 from tests.support.metadata import CONTAINERS, LABEL, container
 from rhgen.errors import SettingsError
-from rhgen.settings import load_settings
+from rhgen.merge import load_settings
 
 # One container per layer, each carrying only "its" routing label: the hosts that route
 # tell which layer's RANCHER_LABEL won.

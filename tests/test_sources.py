@@ -11,7 +11,7 @@ import pytest
 from rhgen import sources
 from rhgen.errors import SettingsError
 from rhgen.model import Container
-from rhgen.settings import load_settings
+from rhgen.merge import load_settings
 from rhgen.sources import docker
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any
 
 from .metadata import DEMO_NAMES, MetadataServer, demo_environment
 from .net import QuietHandler, ThreadedServer, serve
