@@ -50,7 +50,7 @@ class Ask:
     port_label: str  # the label holding the port
     path: str = ""  # "" is the whole host
     strip: bool = False
-    aliases: tuple[str, ...] = ()  # host names (and *.wildcards) for this route, validated
+    aliases: tuple[str, ...] = ()  # host names (and *.wildcards) for this route, as written
     auth: tuple[tuple[str, str], ...] = ()  # (user, crypt hash)
     allow: tuple[str, ...] = ()  # networks, normalised
 
@@ -198,10 +198,6 @@ def asks_of(container: Container, label: str) -> tuple[list[Ask], list[Skipped]]
             except ValueError as error:
                 refuse(key, error, "no alias of it is used")
                 names = []
-            for name in names:
-                if is_route_host(alias_host(name, "example.invalid")):
-                    aliases.append(name)
-                else:
-                    skipped.append(Skipped(f"alias {shown(name)} in label {shown(key)} of {who}", "is not a host name or *.wildcard"))
+            aliases += names  # checked as host names where the stack's aliases are (routing)
         asks.append(Ask(route, port_label, path if not route else "", bool(strip) and not route, tuple(aliases), auth, allow))
     return asks, skipped

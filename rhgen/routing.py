@@ -227,6 +227,8 @@ def _routes(
             name = f"{route_host.format(route=route, stack=site)}.{domain}"
             claim(name, f"{site}:{route}", site, "route", f"route {shown(route)} of stack {shown(stack)}", route)
         aliases = {(e.ask.route, name) for e in members[site][1] for name in e.ask.aliases}
+        # The Docker source already gives rhgen.aliases as the stack's aliases: claimed once, below.
+        aliases -= {("", a.name) for a in source.aliases if a.stack == stack}
         for route, name in sorted(aliases):
             target = f"{site}:{route}" if route else site
             if not any(r == route for r, _ in routed):  # the route's containers are all skipped

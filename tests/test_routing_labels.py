@@ -206,12 +206,13 @@ def test_refused_restriction_means_the_route_is_not_served(metadata_server, back
 @pytest.mark.parametrize("alias", ["*", "*.", "*.*.shop", "a*.shop"])
 def test_bare_or_inner_wildcard_is_refused(metadata_server, backend_servers, generate, target, alias):
     app = backend_servers.start("127.0.0.73", "shop")
-    metadata_server.set([container("shop", "web", "127.0.0.73", app.port, labels={"rhgen.aliases": alias})],
-                        {"aliases": {"shop": [alias]}})
+    metadata_server.set([container("shop", "web", "127.0.0.73", app.port, labels={"rhgen.aliases": f"ok,{alias}"})],
+                        {"aliases": {"shop": [f"{alias}!"]}})
     result = generate()
     assert result.returncode == 0, result.stderr
-    assert result.stderr.count("is not a") == 2, result.stderr  # the label and the metadata alias
-    assert target.map.read_text().splitlines()[2:] == ["shop.dev.tld shop"]
+    assert result.stderr.count("is not a valid host name") == 2, result.stderr  # the label's and the metadata's
+    assert f"alias {alias!r} of stack 'shop'" in result.stderr
+    assert target.map.read_text().splitlines()[2:] == ["ok.dev.tld shop", "shop.dev.tld shop"]
 
 
 # --- reload-free changes -------------------------------------------------------------------------
