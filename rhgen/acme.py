@@ -77,7 +77,8 @@ def _run(settings: Any, routing: Routing, tls: Tls | None, live_crt_list: bytes 
     now = time.time()
     state = read_state(settings)
     certificates = tls.certificates if tls else ()
-    due = due_hosts(settings, (route.host for route in routing.routes), certificates, state, now)
+    hosts = (route.host for route in routing.routes if not route.host.startswith("*."))  # HTTP-01 cannot do wildcards
+    due = due_hosts(settings, hosts, certificates, state, now)
     if not due:
         return Result()
     if settings.haproxy_stats_socket:

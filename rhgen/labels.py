@@ -199,5 +199,5 @@ def asks_of(container: Container, label: str) -> tuple[list[Ask], list[Skipped]]
                 refuse(key, error, "no alias of it is used")
                 names = []
             aliases += names  # checked as host names where the stack's aliases are (routing)
-        asks.append(Ask(route, port_label, path if not route else "", bool(strip) and not route, tuple(aliases), auth, allow))
+        asks.append(Ask(route, port_label, path if not route else "", bool(strip) and bool(path) and not route, tuple(aliases), auth, allow))
     return asks, skipped

@@ -261,3 +261,14 @@ def test_seed_only_demo_renders_the_same_map_lines_backends_and_servers(demo, ge
     servers = sorted(line.split()[2] for line in backends if line.startswith("server "))
     assert servers == sorted(f"{ip}:{ports[ip]}" for ip in ("127.0.0.11", "127.0.0.12", "127.0.0.21", "127.0.0.42"))
     assert all(line.startswith(("backend ", "# stack", "server ", "balance ")) for line in backends), backends
+
+
+def test_strip_without_a_path_changes_nothing_and_contradicts_nothing():
+    from rhgen.routing import build_routing
+    from rhgen.sources.answers import source_data
+
+    containers = [container("app", "web", "10.0.0.1", 80, name="app-web-1"),
+                  container("app", "web", "10.0.0.2", 80, labels={"rhgen.path.strip": "true"}, name="app-web-2")]
+    routing = build_routing(source_data(containers, {}, "test"), "dev.tld", LABEL)
+    assert [(b.name, b.strip, len(b.servers)) for b in routing.backends] == [("app", False, 2)]
+    assert routing.skipped == ()
