@@ -52,7 +52,10 @@ class _Entry:
 
 
 def _wants_routing(container: Container, label: str) -> bool:
-    return any(key == label or key.startswith(label + ".") for key in container.labels)
+    if label in container.labels:
+        return True
+    prefix = label + "."
+    return any(key.startswith(prefix) for key in container.labels)
 
 
 def build_routing(
