@@ -6,8 +6,9 @@
 One run, both proxies following the same daemon and the same containers, which carry both label
 sets (tests/support/traefik.py says how each proxy is configured, and why that way):
 
-- convergence: from just before `docker run` of a new container (a stack of its own) until its
-  host answers 200 through each proxy, both polled at the same time every 10 ms;
+- convergence: from just before `docker run` of a new container until it answers 200 through each
+  proxy, both polled at the same time every 10 ms; the container is a stack of its own (a new
+  router/backend), or one replica more in a running stack (a new server);
 - rolling replacement of a 2-replica stack under load: twice, start a new container, wait until it
   answers /healthz itself, `docker stop` an old one (graceful: /healthz fails, / is still served
   for 4 s);
@@ -225,10 +226,10 @@ def render(result: dict[str, Any], measured: str) -> str:
 
 
 def section(quick: bool) -> str:
-    """The markdown section for docs/benchmarks.md (python -m bench); quick: 20 samples, else 40."""
+    """The markdown section for docs/benchmarks.md (python -m bench); quick: 20 samples of each kind, else 30."""
     from bench.__main__ import machine
 
-    result = measure(20 if quick else 40)
+    result = measure(20 if quick else 30)
     measured = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}"
     return render(result, measured)
 
