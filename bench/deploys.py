@@ -115,6 +115,8 @@ class Load:
     port: int
     host: str
     threads_per_kind: int = 2
+    pause: float = 0.002  # between two requests of one thread: a bounded load, the machine is shared
+    most: int = 0  # requests per thread at most (0: until stop())
     requests: dict[str, int] = field(default_factory=lambda: {"close": 0, "keep-alive": 0})
     failures: dict[str, list[float]] = field(default_factory=lambda: {"close": [], "keep-alive": []})
     reasons: list[str] = field(default_factory=list)
@@ -132,7 +134,9 @@ class Load:
 
     def _run(self, kind: str) -> None:
         connection = None
-        while not self._stop.is_set():
+        sent = 0
+        while not self._stop.is_set() and not (self.most and sent >= self.most):
+            sent += 1
             try:
                 if connection is None:
                     connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
@@ -156,7 +160,7 @@ class Load:
             if not ok:
                 self.failures[kind].append(time.monotonic())
                 self.reasons.append(f"{kind} {reason} at {time.monotonic() - self.started:.2f} s")
-            time.sleep(0.002)  # bounded load: the machine is shared
+            time.sleep(self.pause)
 
     def stop(self) -> None:
         self._stop.set()

