@@ -49,11 +49,15 @@ class Lab:
             HAPROXY_STATS_SOCKET=str(sockets / "stats.sock"), **{**acme, **settings},
         )
         self.haproxy: Haproxy | None = None
+        self.aliases: dict[str, list[str]] = {}
 
-    def stack(self, name: str, ip: str) -> None:
+    def stack(self, name: str, ip: str, aliases: list[str] | None = None) -> None:
         self.apps[name] = App(name, ip)
+        if aliases is not None:
+            self.aliases[name] = aliases
         containers = [container(s, "web", app.ip, app.port, name=f"{s}-web-1") for s, app in self.apps.items()]
-        self.metadata_file.write_text(json.dumps({"containers": containers, "self_service_metadata": {}}))
+        self.metadata_file.write_text(
+            json.dumps({"containers": containers, "self_service_metadata": {"aliases": self.aliases}}))
 
     def generate(self, **env: str) -> subprocess.CompletedProcess:
         result = subprocess.run([sys.executable, "-m", "rhgen", "generate", "-v"], env={**self.env, **env},
@@ -212,6 +216,17 @@ def test_user_certificate_wins_and_hosts_outside_acme_hosts_get_no_order(lab, tm
     issued = sorted(os.listdir(setup.acme_dir / "certs"))
     assert issued == ["app2.dev.tld.pem"]  # app1 is the user's, app3 is outside ACME_HOSTS
     assert setup.served("app2.dev.tld").issuer.rfc4514_string().count("Pebble")
+
+
+def test_wildcard_hosts_get_no_order_since_http_01_cannot_validate_them(lab):
+    setup = lab()
+    setup.stack("app1", "127.0.0.11", aliases=["*.app1"])
+    setup.generate()
+    setup.start_haproxy()
+    result = setup.generate()
+    assert sorted(os.listdir(setup.acme_dir / "certs")) == ["app1.dev.tld.pem"]
+    assert "ACME *.app1.dev.tld" not in result.stderr  # no order, no failure, no backoff
+    assert not (setup.acme_dir / "state.json").exists() or setup.state() == {}
 
 
 # --- 3. bounds and failures ----------------------------------------------------------------------
