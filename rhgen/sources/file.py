@@ -42,7 +42,8 @@ def fetch_answers(settings: Any) -> Answers:
         body = Path(path).read_bytes()
     except OSError as exc:
         raise SourceError(f"metadata file {path}: cannot read ({exc.strerror or exc})") from None
-    return Answers((body,), lambda: _decode(path, body))
+    held = [body]
+    return Answers((body,), lambda: _decode(path, held.pop()))  # popped: gone once parsed (rancher.py)
 
 
 def _decode(path: str, body: bytes) -> SourceData:

@@ -45,9 +45,13 @@ def fetch_answers(settings: Any) -> Answers:
         containers = get_body(session, f"{root}/containers", settings)
         metadata = get_body(session, f"{root}/self/service/metadata", settings, missing=None)
 
+    held = [containers, metadata]
+
     def decode() -> SourceData:
-        listed = parse_json(containers, f"metadata {root}/containers", decode_containers)
-        service = None if metadata is None else parse_json(metadata, f"metadata {root}/self/service/metadata")
+        # Taken out of `held`: the 6 MB of bytes go as soon as they are parsed, not after the model.
+        listed = parse_json(held.pop(0), f"metadata {root}/containers", decode_containers)
+        service = held.pop(0)
+        service = None if service is None else parse_json(service, f"metadata {root}/self/service/metadata")
         return source_data(listed, service, f"metadata {root}")
 
     return Answers((containers, b"404" if metadata is None else b"200\n" + metadata), decode)
