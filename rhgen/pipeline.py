@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import apply, check, fingerprint, lock, plan, reloads
+from . import fingerprint, lock, plan, reloads
 from .files import folder_of, read_live
 from .model import Routing
 from .settings import settings_warnings
@@ -64,6 +64,8 @@ def preview(settings: Any) -> Outcome:
     planned = plan.make(settings, tempfile.gettempdir(), fast=False)
     changed = plan.changed_files(planned.files)
     if changed:
+        from . import check
+
         plan.warn_about_drop(settings, planned.routing)
         check.check_staged(settings.haproxy_bin, planned.staged)
     return Outcome(planned.routing, tuple(f.path for f in changed), diff=plan.unified_diff(changed), counts=planned.counts)
@@ -76,6 +78,8 @@ def route(settings: Any, allow_empty: bool) -> tuple[Outcome, plan.Plan]:
     if planned.in_service:
         lock.clean_up_if_idle(lock.own_files(settings, fingerprint.read_stamp(anchor)), anchor)
         return Outcome(planned.routing, (), counts=planned.counts), planned
+    from . import apply  # the swap, the runtime API and reloads: not imported by a run that changes nothing
+
     applied = apply.apply(settings, planned, allow_empty)
     outcome = Outcome(planned.routing, applied.changed, reloaded=applied.reloaded, runtime_api=applied.runtime_api,
                       counts=planned.counts)

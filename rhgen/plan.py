@@ -8,17 +8,15 @@ plan reads the live files; that, and reading certificates, is all the I/O it doe
 from __future__ import annotations
 
 import contextlib
-import difflib
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from . import check, fingerprint, reloads, sources
+from . import fingerprint, reloads, sources
 from .files import read_live
 from .model import Routing, SourceData
-from .routing import build_routing, incumbents_from
 
 if TYPE_CHECKING:
     from .certs import Tls
@@ -71,7 +69,7 @@ def make(settings: Any, staging_parent: str, fast: bool = True) -> Plan:
             fingerprint.remember(anchor, fingerprint.Remembered(key, inputs, counts, tuple(warned)))
         return Plan(source, routing, inputs, counts=counts)
 
-    from . import render
+    from . import check, render  # imported only by runs that render: the no-change run stops above
 
     tls = load_tls(settings, source, routing)
     own_config = _users_config(settings)
@@ -106,6 +104,8 @@ def _warnings() -> Iterator[list[str]]:
 def fetch_routing(settings: Any, decode: Callable[[], SourceData] | None = None) -> tuple[SourceData, Routing]:
     """Fetch from the configured source (or decode what it fetched) and build the routing model,
     warning about what is skipped. Whoever serves a contested host or server name in the live files keeps it."""
+    from .routing import build_routing, incumbents_from  # not needed by a run whose answers are known
+
     source = decode() if decode is not None else sources.fetch(settings)
     incumbents = incumbents_from(read_live(settings.haproxy_domain_map), read_live(settings.haproxy_backend_config))
     routing = build_routing(
@@ -160,6 +160,8 @@ def count_map_entries(content: bytes | None) -> int:
 
 def unified_diff(files: Sequence[OutputFile]) -> str:
     """A diff of every changed file against the live one; secret files say only that they change."""
+    import difflib  # dry runs only
+
     parts = []
     for output in files:
         if os.path.islink(output.path):  # never show what a link points at: it may be any file
