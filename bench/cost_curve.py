@@ -76,8 +76,9 @@ def section(sizes: Sequence[dict[str, Any]], png: Path, link: str, measured: str
         lines.append(f"| {label} | {slope * 1000:+.1f} {shown} | {intercept:.0f} {shown} | {r2:.4f} |")
     lines += [
         "",
-        "A straight line fits each figure (R² near 1): cost grows linearly with the number of containers,",
-        "on top of a fixed start-up (the intercept, mostly imports). The no-change run's slope is what is left",
-        "once the answer's bytes match the last run's: reading and hashing them.",
+        "R² says how well a straight line fits: near 1 for the changed run and the memory, whose cost grows",
+        "linearly with the containers on top of a fixed start-up (the intercept, mostly imports). The no-change",
+        "run hardly grows at all (the answer's bytes are read and hashed, not decoded), so its R² measures",
+        "only the machine's noise; its slope is the figure to read.",
     ]
     return lines
