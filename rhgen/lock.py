@@ -77,7 +77,7 @@ def own_files(settings: Any, stamp: Stamp | None = None) -> list[str]:
     written = list(stamp.paths) if stamp else []
     for name in ("haproxy_config", "haproxy_backend_config", "haproxy_domain_map", "haproxy_ssl_cert", "haproxy_ssl_crt_list"):
         written.append(getattr(settings, name))
-    markers = [fingerprint.stamp_path(anchor), generation_path(anchor)]
+    markers = [fingerprint.stamp_path(anchor), fingerprint.answers_path(anchor), generation_path(anchor)]
     return list(dict.fromkeys(written + markers))
 
 

@@ -166,6 +166,8 @@ def text_labels(labels: Mapping[Any, Any]) -> tuple[dict[str, str], tuple[tuple[
     """Label values as text, for every source. Docker and Rancher send strings; a YAML answers file
     sends `map-public-http: 8080` as a number, which is a port too. Any other kind (true, 1.5, a
     list) is kept out and named, so the container's warning says which label was ignored."""
+    if all(type(key) is str and type(value) is str for key, value in labels.items()):
+        return dict(labels) if not isinstance(labels, dict) else labels, ()  # the common case: no copy
     values, bad = {}, []
     for key, value in labels.items():
         if not isinstance(key, str):

@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import apply, check, fingerprint, lock, plan, reloads
+from . import fingerprint, lock, plan, reloads
 from .files import folder_of, read_live
 from .model import Routing
 from .merge import settings_warnings
@@ -20,15 +20,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Outcome:
-    routing: Routing
+    routing: Routing | None  # None when the answers were the very bytes of the last run (plan.py)
     changed: tuple[str, ...]  # live paths that differ (dry run) or were replaced
     diff: str = ""
     reloaded: bool = False
     runtime_api: bool = False  # a map/server change applied through HAProxy's runtime API, no reload
+    counts: tuple[int, int, int] = (0, 0, 0)  # hosts, backends, servers
 
     def summary(self, dry_run: bool = False) -> str:
-        routing = self.routing
-        text = f"{len(routing.routes)} hosts → {len(routing.backends)} backends, {routing.server_count} servers; "
+        hosts, backends, servers = self.counts
+        text = f"{hosts} hosts → {backends} backends, {servers} servers; "
         if self.changed:
             names = ", ".join(os.path.basename(p) for p in self.changed)
             text += f"{'would change' if dry_run else 'changed'}: {names}"
@@ -63,9 +64,11 @@ def preview(settings: Any) -> Outcome:
     planned = plan.make(settings, tempfile.gettempdir(), fast=False)
     changed = plan.changed_files(planned.files)
     if changed:
+        from . import check
+
         plan.warn_about_drop(settings, planned.routing)
         check.check_staged(settings.haproxy_bin, planned.staged)
-    return Outcome(planned.routing, tuple(f.path for f in changed), diff=plan.unified_diff(changed))
+    return Outcome(planned.routing, tuple(f.path for f in changed), diff=plan.unified_diff(changed), counts=planned.counts)
 
 
 def route(settings: Any, allow_empty: bool) -> tuple[Outcome, plan.Plan]:
@@ -74,9 +77,13 @@ def route(settings: Any, allow_empty: bool) -> tuple[Outcome, plan.Plan]:
     planned = plan.make(settings, folder_of(anchor))
     if planned.in_service:
         lock.clean_up_if_idle(lock.own_files(settings, fingerprint.read_stamp(anchor)), anchor)
-        return Outcome(planned.routing, ()), planned
+        return Outcome(planned.routing, (), counts=planned.counts), planned
+    from . import apply  # the swap, the runtime API and reloads: not imported by a run that changes nothing
+
     applied = apply.apply(settings, planned, allow_empty)
-    return Outcome(planned.routing, applied.changed, reloaded=applied.reloaded, runtime_api=applied.runtime_api), planned
+    outcome = Outcome(planned.routing, applied.changed, reloaded=applied.reloaded, runtime_api=applied.runtime_api,
+                      counts=planned.counts)
+    return outcome, planned
 
 
 def _certificates(settings: Any, routed: plan.Plan, outcome: Outcome, allow_empty: bool) -> Outcome:

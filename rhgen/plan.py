@@ -7,17 +7,16 @@ plan reads the live files; that, and reading certificates, is all the I/O it doe
 
 from __future__ import annotations
 
-import difflib
+import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from . import check, fingerprint, reloads, sources
+from . import fingerprint, reloads, sources
 from .files import read_live
 from .model import Routing, SourceData
-from .routing import build_routing, incumbents_from
 
 if TYPE_CHECKING:
     from .tls import Tls
@@ -28,12 +27,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Plan:
-    source: SourceData
-    routing: Routing
+    source: SourceData | None  # None (and routing None) when the answers were the same bytes as last time
+    routing: Routing | None
     inputs: str  # digest of everything the files are made from (fingerprint.py)
     tls: Tls | None = None
     files: tuple[OutputFile, ...] = ()  # the new set for the live paths; () when the live files already are it
     staged: tuple[OutputFile, ...] = ()  # the same set for a staging folder, each file naming its staged siblings
+    counts: tuple[int, int, int] = (0, 0, 0)  # hosts, backends, servers
 
     @property
     def in_service(self) -> bool:
@@ -42,30 +42,71 @@ class Plan:
 
 
 def make(settings: Any, staging_parent: str, fast: bool = True) -> Plan:
-    """The plan for these settings; `fast` allows the no-change shortcut (not in a dry run).
+    """The plan for these settings; `fast` allows the no-change shortcuts (not in a dry run).
     The staged copy is rendered for a folder in `staging_parent` that the check creates."""
-    source, routing = fetch_routing(settings)
-    inputs = fingerprint.inputs_digest(settings, routing, source.service_metadata)
     anchor = settings.haproxy_backend_config  # the lock, the fingerprint and the check's staging sit beside it
+    fetch_answers = getattr(sources.source_for(settings), "fetch_answers", None)
+    answers = fetch_answers(settings) if fetch_answers else None
+    key = ""
+    if fast and answers is not None and not settings.acme_directory:  # ACME needs the model on every run
+        key = fingerprint.answers_key(settings, answers.raw)
+        known = fingerprint.read_remembered(anchor)
+        if known and known.key == key and fingerprint.live_files_match(anchor, known.inputs) and not reloads.pending(anchor):
+            for warning in known.warnings:
+                log.warning("%s", warning)
+            return Plan(None, None, known.inputs, counts=known.counts)
+    decode = answers.decode if answers is not None else None
+    answers = None  # decode() lets go of the bytes (6 MB at 10,000 containers) once it has parsed them
+    with _warnings() as warned:
+        source, routing = fetch_routing(settings, decode)
+    decode = None
+    inputs = fingerprint.inputs_digest(settings, routing, source.service_metadata)
     if settings.acme_directory:  # issued and renewed certificates are inputs too
         inputs = fingerprint.outputs_digest([inputs.encode(), *_acme_files(settings)])
+    counts = (len(routing.routes), len(routing.backends), routing.server_count)
     if fast and fingerprint.live_files_match(anchor, inputs) and not reloads.pending(anchor):
-        return Plan(source, routing, inputs)
+        if key:  # the model of these bytes is the one in service: the next run with them may skip it
+            fingerprint.remember(anchor, fingerprint.Remembered(key, inputs, counts, tuple(warned)))
+        return Plan(source, routing, inputs, counts=counts)
 
-    from . import render
+    from . import check, render  # imported only by runs that render: the no-change run stops above
 
     tls = load_tls(settings, source, routing)
     own_config = _users_config(settings)
     files = render.render_all(settings, routing, tls, own_config=own_config)
     paths = check.staged_paths(check.staging_folder(staging_parent), [f.role for f in files])
     staged = render.render_all(settings, routing, tls, paths=paths, own_config=own_config)
-    return Plan(source, routing, inputs, tls, tuple(files), tuple(replace(f, path=paths[f.role]) for f in staged))
+    staged_files = tuple(replace(f, path=paths[f.role]) for f in staged)
+    return Plan(source, routing, inputs, tls, tuple(files), staged_files, counts)
 
 
-def fetch_routing(settings: Any) -> tuple[SourceData, Routing]:
-    """Fetch from the configured source and build the routing model, warning about what is skipped.
-    Whoever serves a contested host or server name in the live files keeps it."""
-    source = sources.fetch(settings)
+class _Collector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage().replace("\n", " "))
+
+
+@contextlib.contextmanager
+def _warnings() -> Iterator[list[str]]:
+    """The warnings logged meanwhile (still logged as ever), for the shortcut to say them again."""
+    collector = _Collector()
+    logger = logging.getLogger("rhgen")
+    logger.addHandler(collector)
+    try:
+        yield collector.messages
+    finally:
+        logger.removeHandler(collector)
+
+
+def fetch_routing(settings: Any, decode: Callable[[], SourceData] | None = None) -> tuple[SourceData, Routing]:
+    """Fetch from the configured source (or decode what it fetched) and build the routing model,
+    warning about what is skipped. Whoever serves a contested host or server name in the live files keeps it."""
+    from .routing import build_routing, incumbents_from  # not needed by a run whose answers are known
+
+    source = decode() if decode is not None else sources.fetch(settings)
     incumbents = incumbents_from(read_live(settings.haproxy_domain_map), read_live(settings.haproxy_backend_config))
     routing = build_routing(
         source, settings.stack_domain, settings.rancher_label, settings.rancher_proxy_label, incumbents,
@@ -120,6 +161,8 @@ def count_map_entries(content: bytes | None) -> int:
 
 def unified_diff(files: Sequence[OutputFile]) -> str:
     """A diff of every changed file against the live one; secret files say only that they change."""
+    import difflib  # dry runs only
+
     parts = []
     for output in files:
         if os.path.islink(output.path):  # never show what a link points at: it may be any file

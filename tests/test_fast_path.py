@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from tests.support.metadata import APP1, container
 from tests.support.outputs import script
 
@@ -64,3 +66,66 @@ def test_a_failed_reload_is_retried_by_the_next_run_even_without_change(live, me
     marker.unlink()
     quiet = generate(RELOAD_COMMAND=str(tmp_path / "ok"))
     assert quiet.stdout.endswith("no change\n") and not marker.exists()
+
+
+# --- the shorter cut: the same answer bytes as a run that found its files in service ---------------
+
+BAD_PORT = container("app3", "web", "127.0.0.14", "80a", name="app3-web-1")
+
+
+def armed(generate, target):
+    """A run that finds its model in service records the answers it read (.rhgen.answers)."""
+    result = generate()
+    assert result.returncode == 0 and result.stdout.endswith("no change\n"), result.stderr
+    assert (target.folder / ".rhgen.answers").exists()
+    return result
+
+
+def test_the_same_answers_again_are_not_decoded_and_their_warnings_are_said_again(live, metadata_server, generate, target):
+    metadata_server.set(APP1 + [BAD_PORT])
+    assert generate().returncode == 0
+    decoded = armed(generate, target)
+    assert "container 'app3-web-1': label map-public-http='80a' is not a port" in decoded.stderr
+    again = generate()
+    assert (again.stdout, again.stderr) == (decoded.stdout, decoded.stderr)
+    # What the summary says comes from the record, not from a model: proof that none was made.
+    remembered = target.folder / ".rhgen.answers"
+    lines = remembered.read_text().split("\n")
+    remembered.write_text("\n".join([*lines[:2], "7 8 9", *lines[3:]]))
+    assert generate().stdout == "7 hosts → 8 backends, 9 servers; no change\n"
+
+
+def test_the_same_answers_with_an_edited_template_are_rendered_again(live, generate, target, tmp_path):
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    lines = "{% for r in routing.routes %}{{ r.host }} {{ r.backend }}\n{% endfor %}"
+    (templates / "domain.map.j2").write_text("# mine\n" + lines)
+    mine = functools.partial(generate, RHGEN_TEMPLATE_DIR=str(templates))
+    assert mine().stdout.endswith("changed: domain.map\n")
+    armed(mine, target)
+    (templates / "domain.map.j2").write_text("# edited\n" + lines)
+    result = mine()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("changed: domain.map\n")
+    assert target.map.read_text().startswith("# edited\n")
+
+
+def test_the_same_answers_with_a_changed_setting_are_rendered_again(live, generate, target):
+    armed(generate, target)
+    result = generate(HTTP_PORT=str(int(target.env["HTTP_PORT"]) + 1))
+    assert result.returncode == 0
+    assert result.stdout.endswith("changed: haproxy.cfg\n")
+
+
+def test_other_answer_bytes_that_make_the_same_model_change_nothing_and_do_not_reload(
+    live, metadata_server, generate, target, tmp_path
+):
+    marker = tmp_path / "reloaded"
+    reload = str(script(tmp_path / "reload", f"touch {marker}\n"))
+    armed(generate, target)
+    volatile = [{**item, "hostname": "moved", "create_index": 99} for item in APP1]  # fields rhgen does not read
+    metadata_server.set(volatile, {"aliases": {"app1": ["www"]}})
+    result = generate(RELOAD_COMMAND=reload)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("no change\n") and not marker.exists()
+    assert generate(RELOAD_COMMAND=reload).stdout.endswith("no change\n") and not marker.exists()

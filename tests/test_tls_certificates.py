@@ -336,3 +336,19 @@ def test_redirect_on_port_443_has_no_port_in_location(env, leaf):
     assert result.returncode == 0, result.stderr
     config = (env.out / "haproxy.cfg").read_text()
     assert "location https://%[req.hdr(host),host_only]%[pathq] code 301" in config
+
+
+def test_the_same_answers_with_a_new_certificate_file_in_the_folder_are_rendered_again(env, ca):
+    folder = env.root / "certs"
+    folder.mkdir()
+    first = ca.issue_cert(f"app1.{DOMAIN}")
+    (folder / "app1.pem").write_text(chain_pem(first) + key_pem(first))
+    assert env.run(HAPROXY_SSL_CERT_DIR=str(folder)).returncode == 0
+    assert env.run(HAPROXY_SSL_CERT_DIR=str(folder)).stdout.endswith("no change\n")
+    assert (env.out / ".rhgen.answers").exists()  # the next run with the same answers file may skip decoding it
+    second = ca.issue_cert(f"www.{DOMAIN}")
+    (folder / "www.pem").write_text(chain_pem(second) + key_pem(second))
+    result = env.run(HAPROXY_SSL_CERT_DIR=str(folder))
+    assert result.returncode == 0, result.stderr
+    assert "crt-list.txt" in result.stdout.rsplit("changed: ", 1)[-1]
+    assert str(folder / "www.pem") in (env.out / "crt-list.txt").read_text()

@@ -15,19 +15,50 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
+import msgspec
 
 from ..errors import SourceError
 from ..model import SourceData
-from .answers import source_data
+from .answers import Answers, RancherContainer, source_data
+
+
+class _AnswersFile(msgspec.Struct, gc=False):
+    """The common file: JSON, read straight into the fields the model needs (answers.py says why)."""
+
+    containers: list[RancherContainer]
+    self_service_metadata: Any = None
+
+
+_FILE = msgspec.json.Decoder(_AnswersFile)
 
 
 def fetch(settings: Any) -> SourceData:
+    return fetch_answers(settings).decode()
+
+
+def fetch_answers(settings: Any) -> Answers:
     path = settings.metadata_file
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SourceError(f"metadata file {path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+        body = Path(path).read_bytes()
+    except OSError as exc:
+        raise SourceError(f"metadata file {path}: cannot read ({exc.strerror or exc})") from None
+    held = [body]
+    return Answers((body,), lambda: _decode(path, held.pop()))  # popped: gone once parsed (rancher.py)
+
+
+def _decode(path: str, body: bytes) -> SourceData:
+    try:
+        typed = _FILE.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        pass  # YAML, or JSON of another shape: the generic way below names what is wrong
+    else:
+        return source_data(typed.containers, typed.self_service_metadata, f"metadata file {path}")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"metadata file {path}: cannot read ({exc})") from None
+    import yaml  # only for files that are not JSON
+
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import requests
 import urllib3
 
 from ..errors import SourceError
+from .answers import preview
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,28 @@ def get_json(
 ) -> Any:
     """One JSON answer, retried on refusal, timeout and 5xx; 404 gives `missing` when allowed.
     `what` names the resource in messages (default "metadata <url>")."""
+    what = what or f"metadata {url}"
+    body = get_body(session, url, settings, _GONE if missing is not _MISSING else _MISSING, what, **params)
+    return missing if body is _GONE else parse_json(body, what)
+
+
+_GONE = object()  # get_json's 404 marker
+
+
+def parse_json(body: bytes, what: str, loads: Callable[[bytes], Any] = json.loads) -> Any:
+    """The JSON of an answer (decoded by `loads`), or a SourceError saying why not."""
+    try:
+        return loads(body)
+    except ValueError:
+        raise SourceError(f"{what}: answer is not JSON ({preview(body)})") from None
+    except RecursionError:  # json raises it, not ValueError, for arrays nested a few thousand deep
+        raise SourceError(f"{what}: answer is not JSON of a usable shape (nested too deeply)") from None
+
+
+def get_body(
+    session: requests.Session, url: str, settings: Any, missing: Any = _MISSING, what: str = "", **params: str
+) -> Any:
+    """The bytes of one answer, retried as get_json's; 404 gives `missing` when allowed."""
     what = what or f"metadata {url}"
     attempts = settings.metadata_retries + 1
     for attempt in range(1, attempts + 1):
@@ -69,28 +92,23 @@ def _get_once(
         raise _Transient(connection_reason(exc)) from None
     except requests.RequestException as exc:
         raise SourceError(f"{what}: {exc.__class__.__name__}") from None
-    try:
-        return json.loads(body)
-    except ValueError:
-        raise SourceError(f"{what}: answer is not JSON ({preview(body)})") from None
-    except RecursionError:  # json raises it, not ValueError, for arrays nested a few thousand deep
-        raise SourceError(f"{what}: answer is not JSON of a usable shape (nested too deeply)") from None
+    return body
 
 
-def _read_body(answer: requests.Response, what: str, deadline: float, cap: int) -> bytes:
-    """The whole body, at most `cap` bytes (RHGEN_MAX_ANSWER_BYTES): a runaway answer is an error, not a swap file."""
+def _read_body(answer: requests.Response, what: str, deadline: float, cap: int) -> bytearray:
+    """The whole body, at most `cap` bytes (RHGEN_MAX_ANSWER_BYTES): a runaway answer is an error, not a swap file.
+    One growing buffer, not a list of chunks joined at the end: a 6 MB answer is held once, not twice."""
     declared = answer.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > cap:
         raise SourceError(f"{what}: answer of {int(declared)} bytes is over the {cap}-byte cap (RHGEN_MAX_ANSWER_BYTES)")
-    chunks, size = [], 0
+    body = bytearray()
     for chunk in _pieces(answer, min(cap + 1, 256 * 1024)):
-        size += len(chunk)
-        if size > cap:
+        if len(body) + len(chunk) > cap:
             raise SourceError(f"{what}: answer is over the {cap}-byte cap (RHGEN_MAX_ANSWER_BYTES)")
         if time.monotonic() > deadline:
             raise _Transient("answer took longer than the read timeout")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        body += chunk
+    return body
 
 
 def _pieces(answer: requests.Response, size: int) -> Iterator[bytes]:
@@ -130,9 +148,3 @@ def connection_reason(exc: requests.ConnectionError) -> str:
         if needle in text:
             return reason
     return "connection failed"
-
-
-def preview(body: bytes) -> str:
-    """The start of an answer, for a message saying it is not what was expected."""
-    text = body[:60].decode("utf-8", "replace").replace("\n", " ").strip()
-    return f"starts with {text!r}" if text else "empty"
