@@ -73,9 +73,9 @@ def make(settings: Any, staging_parent: str, fast: bool = True) -> Plan:
 
     tls = load_tls(settings, source, routing)
     own_config = _users_config(settings)
-    files = render.render_all(settings, routing, tls, own_config=own_config)
-    paths = check.staged_paths(check.staging_folder(staging_parent), [f.role for f in files])
-    staged = render.render_all(settings, routing, tls, paths=paths, own_config=own_config)
+    roles = [out.role for out in render.outputs(tls)]
+    paths = check.staged_paths(check.staging_folder(staging_parent), roles)
+    files, staged = render.render_live_and_staged(settings, routing, tls, paths, own_config)
     staged_files = tuple(replace(f, path=paths[f.role]) for f in staged)
     return Plan(source, routing, inputs, tls, tuple(files), staged_files, counts)
 

@@ -627,3 +627,45 @@ def test_a_custom_haproxy_cfg_template_without_the_header_still_renders_a_file_r
     result = generate(RHGEN_TEMPLATE_DIR=str(templates))
     assert result.returncode == 0 and result.stderr == "", result.stderr
     assert "timeout client 31s" in target.config.read_text()  # still rhgen's file: replaced
+
+
+# --- one rendering for the live and the staged set -----------------------------------------------
+
+
+def _rendered(tmp_path: Path, template_dir: str = "") -> tuple[dict[str, bytes], dict[str, bytes]]:
+    from rhgen import render
+    from rhgen.merge import load_settings
+    from rhgen.routing import build_routing
+    from rhgen.sources.answers import source_data
+
+    settings = load_settings(None, {
+        "STACK_DOMAIN": "dev.tld", "HAPROXY_CONFIG": str(tmp_path / "haproxy.cfg"),
+        "HAPROXY_BACKEND_CONFIG": str(tmp_path / "backends.cfg"), "HAPROXY_DOMAIN_MAP": str(tmp_path / "domain.map"),
+        "RHGEN_TEMPLATE_DIR": template_dir,
+    }, {})
+    containers = [*APP1, *APP2]
+    routing = build_routing(source_data(containers, {"aliases": {"app1": ["www"]}}, "test"), "dev.tld", LABEL)
+    staged_paths = {role: f"/staged/{role}" for role in ("config", "backends", "map")}
+    live, staged = render.render_live_and_staged(settings, routing, None, staged_paths)
+    return {f.role: f.content for f in live}, {f.role: f.content for f in staged}
+
+
+def test_the_staged_set_refers_to_the_staged_files_and_is_otherwise_the_live_set(tmp_path):
+    live, staged = _rendered(tmp_path)
+    assert str(tmp_path / "domain.map").encode() in live["config"]
+    assert b"/staged/map" in staged["config"] and str(tmp_path / "domain.map").encode() not in staged["config"]
+    back = staged["config"]
+    for role, name in (("config", "haproxy.cfg"), ("backends", "backends.cfg"), ("map", "domain.map")):
+        back = back.replace(f"/staged/{role}".encode(), str(tmp_path / name).encode())
+    assert back == live["config"]
+    assert staged["backends"] == live["backends"] and staged["map"] == live["map"]
+
+
+def test_a_custom_template_that_names_a_path_is_rendered_for_the_staged_set_too(tmp_path):
+    own = tmp_path / "templates"
+    own.mkdir()
+    bundled = (resources.template_dir() / "backends.cfg.j2").read_text()
+    (own / "backends.cfg.j2").write_text("# map: {{ paths.map }}\n" + bundled)
+    live, staged = _rendered(tmp_path, str(own))
+    assert f"# map: {tmp_path / 'domain.map'}\n".encode() in live["backends"]
+    assert b"# map: /staged/map\n" in staged["backends"]
