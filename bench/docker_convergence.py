@@ -111,7 +111,7 @@ def check_seconds(folder: Path, runs: int = 20) -> float:
     return statistics.median(times)
 
 
-def one_round(name: str, haproxy: Haproxy, watcher: StampedWatch, events: engine_api.Events) -> dict[str, float]:
+def one_round(name: str, haproxy: Haproxy, watcher: StampedWatch, events: engine_api.Events) -> dict[str, float] | None:
     host = f"{name}.dev.tld"
     wall, started = time.time(), time.monotonic()
     engine_api.start(name)
@@ -124,13 +124,13 @@ def one_round(name: str, haproxy: Haproxy, watcher: StampedWatch, events: engine
     # own, which changes nothing), and its log lines.
     wait_for(lambda: watcher.first("swapped in", started), timeout=10, what="rhgen's swap")
     swapped = watcher.first("swapped in", started)
-    run_started = max(t for t, line in list(watcher.stamped) if started <= t <= swapped and "change, first seen" in line)
+    runs = [t for t, line in list(watcher.stamped) if started <= t <= swapped and "change, first seen" in line]
     wait_for(lambda: watcher.first("run: done", swapped), timeout=10, what="rhgen's run to end")
     stamps = {
         "api_returned": returned,
         "event_emitted": started + (event[1] - wall),
         "event_arrived": event[0],
-        "run_started": run_started,
+        "run_started": max(runs) if runs else swapped,
         "swapped": swapped,
         "run_done": watcher.first("run: done", swapped),
         "first_200": first_200,
@@ -138,6 +138,8 @@ def one_round(name: str, haproxy: Haproxy, watcher: StampedWatch, events: engine
     engine_api.stop(name)
     wait_for(lambda: not routed(haproxy, host), timeout=30, what=f"{host} to stop answering")
     watcher.quiet(0.6)  # the stop's runs (kill, die, stop events) are over: the next start is a quiet period
+    if not runs:
+        return None  # a run begun before the call swapped the start in (a race with the stop's last run): not a sample
     return {key: stamp - started for key, stamp in stamps.items()}
 
 
@@ -187,7 +189,7 @@ def burst(lab: DockerLab, image: str, net: str, haproxy: Haproxy, watcher: Stamp
     }
 
 
-def measure(rounds: int = 20, settle: float = 0.2, time_limit: float = 300.0, healthcheck: bool = True) -> dict[str, Any]:
+def measure(rounds: int = 20, settle: float = 0.2, time_limit: float = 900.0, healthcheck: bool = True) -> dict[str, Any]:
     daemon_answers()
     image = build_backend_image()
     lab = DockerLab()
@@ -206,7 +208,7 @@ def measure(rounds: int = 20, settle: float = 0.2, time_limit: float = 300.0, he
             engine_api.stop(name)
         port = free_port()
         env = rhgen_env(folder, port, RHGEN_SOURCE="docker", DOCKER_HOST=f"unix://{engine_api.SOCKET}",
-                        RANCHER_LABEL=lab.route_label, RHGEN_SETTLE=str(settle),
+                        RANCHER_LABEL=lab.route_label, RHGEN_SETTLE=str(settle), RHGEN_RESYNC="3600",
                         HAPROXY_STATS_SOCKET=str(folder / "stats.sock"))
         watcher = StampedWatch(env, "--allow-empty")  # renders the first (empty) configuration
         watcher.wait_out("changed:", timeout=30)
@@ -221,7 +223,9 @@ def measure(rounds: int = 20, settle: float = 0.2, time_limit: float = 300.0, he
         results: dict[str, list[dict[str, float]]] = {name: [] for name in kinds}
         while len(results[plain]) < rounds and time.monotonic() < deadline:
             for name in kinds:
-                results[name].append(one_round(name, haproxy, watcher, events))
+                sample = one_round(name, haproxy, watcher, events)
+                if sample:
+                    results[name].append(sample)
         reloads = haproxy.reloads - reloads_before
         check = check_seconds(folder)
         bursts = [burst(lab, image, net, haproxy, watcher, events, folder, one) for one in (True, False)]
@@ -304,7 +308,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--settle", type=float, default=0.2)
-    parser.add_argument("--time-limit", type=float, default=300.0, help="seconds for the rounds (default 300)")
+    parser.add_argument("--time-limit", type=float, default=900.0, help="seconds for the rounds (default 900)")
     parser.add_argument("--no-healthcheck", action="store_true", help="skip the container with a HEALTHCHECK")
     parser.add_argument("--markdown", action="store_true", help="print the docs/benchmarks.md section, not JSON")
     args = parser.parse_args()

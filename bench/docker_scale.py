@@ -8,7 +8,8 @@ no-change run and a changed run each. Not a test: a measurement.
 The containers are the 1 MB busybox image running `sleep`, 3 per compose service, on a network
 made for the bench. A changed run follows a change made just before it (outside the timing): the
 docker side pauses or unpauses one container through the Engine API (a paused container is not
-routed), the file side writes the answers file with or without that container. The API calls of
+routed; the bench waits until the daemon's list says so, outside the timing), the file side writes the
+answers file with or without that container. The API calls of
 one run are recorded through socat (tests/support/docker.py SocketRecorder): the target is one
 GET /containers/json and no inspect. Bounded: a number of runs and a time limit; every container
 and network it makes is removed at the end, also after a failure.
@@ -38,20 +39,23 @@ RHGEN = [sys.executable, "-m", "rhgen", "generate"]
 PER_SERVICE = 3
 
 
-def timed_runs(env: dict[str, str], runs: int, before: Callable[[int], None], deadline: float) -> list[float]:
-    times = []
-    for i in range(runs + 2):  # two warm-up runs
-        if time.monotonic() > deadline and len(times) >= 1:
+def interleaved(sides: list[tuple[dict[str, str], Callable[[int], None]]], runs: int, deadline: float) -> list[float]:
+    """Median seconds of `rhgen generate` for each (env, before) side, the sides taking turns run by run
+    so that both see the same load on a shared machine; before(i) runs outside the timing."""
+    times: list[list[float]] = [[] for _ in sides]
+    for i in range(runs + 2):  # two warm-up rounds
+        if time.monotonic() > deadline and i > 2:
             break
-        before(i)
-        started = time.perf_counter()
-        done = subprocess.run(RHGEN, env=env, capture_output=True, text=True)
-        elapsed = time.perf_counter() - started
-        if done.returncode != 0:
-            raise AssertionError(f"rhgen generate: exit {done.returncode}: {done.stderr}")
-        if i >= 2:
-            times.append(elapsed)
-    return times
+        for side, (env, before) in enumerate(sides):
+            before(i)
+            started = time.perf_counter()
+            done = subprocess.run(RHGEN, env=env, capture_output=True, text=True)
+            elapsed = time.perf_counter() - started
+            if done.returncode != 0:
+                raise AssertionError(f"rhgen generate: exit {done.returncode}: {done.stderr}")
+            if i >= 2:
+                times[side].append(elapsed)
+    return [statistics.median(t) for t in times]
 
 
 def measure(count: int = 300, runs: int = 20, time_limit: float = 600.0) -> dict[str, Any]:
@@ -80,7 +84,6 @@ def measure(count: int = 300, runs: int = 20, time_limit: float = 600.0) -> dict
 
         with tempfile.TemporaryDirectory(prefix="rhgen-scale-") as tmp:
             folder = Path(tmp)
-            results: dict[str, dict[str, float]] = {}
             # The file source: the same containers, as Rancher-shaped answers.
             answers = folder / "answers.json"
             rows = [container(f"app{i // PER_SERVICE}", "web", ips[name], 80, name=name) for i, name in enumerate(names)]
@@ -91,17 +94,28 @@ def measure(count: int = 300, runs: int = 20, time_limit: float = 600.0) -> dict
                                    DOCKER_HOST=f"unix://{engine_api.SOCKET}", RANCHER_LABEL=lab.route_label)
             for sub in ("file", "docker"):
                 (folder / sub).mkdir()
-            for source, env in (("file", file_env), ("docker", docker_env)):
-                results[source] = {"no_change": statistics.median(timed_runs(env, runs, lambda i: None, deadline))}
-            results["file"]["changed"] = statistics.median(timed_runs(
-                file_env, runs, lambda i: answers.write_text(less if i % 2 == 0 else full), deadline))
-            answers.write_text(full)
+            nothing = lambda i: None  # noqa: E731
+            unchanged = interleaved([(file_env, nothing), (docker_env, nothing)], runs, deadline)
+
+            def drop(i: int) -> None:
+                answers.write_text(less if i % 2 == 0 else full)
 
             def toggle(i: int) -> None:
                 status, body = engine_api.call("POST", f"/containers/{names[0]}/{'pause' if i % 2 == 0 else 'unpause'}")
                 assert status == 204, f"pause/unpause {names[0]}: HTTP {status} {body}"
+                # The list answers paused as the state once the daemon is done with the pause (outside the timing).
+                wanted = "paused" if i % 2 == 0 else "running"
+                until = time.monotonic() + 10
+                while time.monotonic() < until:
+                    _, listed = engine_api.call("GET", "/containers/json", {"filters": json.dumps({"name": [names[0]]})})
+                    if listed and listed[0]["State"] == wanted:
+                        break
+                    time.sleep(0.01)
 
-            results["docker"]["changed"] = statistics.median(timed_runs(docker_env, runs, toggle, deadline))
+            changed = interleaved([(file_env, drop), (docker_env, toggle)], runs, deadline)
+            results = {"file": {"no_change": unchanged[0], "changed": changed[0]},
+                       "docker": {"no_change": unchanged[1], "changed": changed[1]}}
+            answers.write_text(full)
             if engine_api.call("GET", f"/containers/{names[0]}/json")[1]["State"]["Paused"]:
                 toggle(1)
             same = (folder / "file" / "backends.cfg").read_text() == (folder / "docker" / "backends.cfg").read_text()
@@ -137,7 +151,8 @@ def render(result: dict[str, Any], measured: str) -> list[str]:
         f"{result['containers']} busybox `sleep` containers ({result['services']} compose services of {PER_SERVICE}) on the real "
         "Docker daemon (20.10), read with RHGEN_SOURCE=docker, beside the file source holding the same model "
         f"(same names, stacks and addresses{'; the two backends.cfg are byte-identical' if result['same_backends_file'] else ''}). "
-        f"Medians of {result['runs']} runs of `python -m rhgen generate` each; a changed run follows one container "
+        f"Medians of {result['runs']} runs of `python -m rhgen generate` each, the two sources taking turns run by run "
+        "(so both see the same load on the shared machine); a changed run follows one container "
         "paused or unpaused (docker) or dropped from the answers file (file). Target: docker ≤ 1.5× file.", "",
         "| run | file source | docker source | docker / file | target |", "|---|---:|---:|---:|---:|",
         f"| no change | {ms(f['no_change'])} | {ms(d['no_change'])} | {ratio('no_change'):.2f}× | ≤ 1.5× |",

@@ -80,8 +80,8 @@ class Events:
             while line := self._answer.readline():
                 if line.strip():
                     self.seen.append((time.monotonic(), json.loads(line)))
-        except (OSError, ValueError, http.client.HTTPException):
-            return  # closed
+        except (OSError, ValueError, AttributeError, http.client.HTTPException):
+            return  # closed under the reader (http.client raises AttributeError when the socket went)
 
     def first(self, action: str, name: str, after: float) -> tuple[float, float] | None:
         """(arrived, the daemon's own timeNano in seconds) of the first such event arriving after `after`."""
