@@ -1,9 +1,11 @@
 """Watch stage: run the pipeline when the source changes instead of by the clock.
 
 A thread follows the source (Rancher long poll, Docker events, file polling) and only says
-"something may have changed". The main thread debounces: it runs once the source has been
-quiet for RHGEN_SETTLE seconds (at most MAX_SETTLE_FACTOR settle windows after the first
-change), so fifty containers starting together give one run and one reload. A failed run
+"something may have changed". The main thread runs at once on the first change after a quiet
+period of RHGEN_SETTLE seconds (the leading edge: one container started is routed without any
+wait), then coalesces whatever follows: the next run comes once the source has been quiet for
+RHGEN_SETTLE seconds (at most MAX_SETTLE_FACTOR settle windows after the first change of them),
+so fifty containers starting together give two runs: the first one, and all the rest. A failed run
 leaves the files in service untouched and is retried with backoff (at most 2 s); every RHGEN_RESYNC seconds
 a run happens anyway, as a safety net for a missed change. SIGTERM and SIGINT end the loop
 after the current run. `generate_on_change` is what `rhgen watch` runs: generate per cycle,
@@ -12,6 +14,7 @@ a repair of the live map when nothing changed, one line per change.
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import queue
@@ -38,6 +41,14 @@ RESTART_WATCHER_SECONDS = 5.0
 RETRY_CAP_SECONDS = 2.0
 
 
+class Ran(enum.Enum):
+    """What a cycle did (a plain True/False also works: ok, or failed)."""
+
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    FAILED = "failed"
+
+
 @dataclass(frozen=True)
 class Timing:
     settle: float
@@ -54,22 +65,35 @@ class Schedule:
 
     next_resync: float
     dirty_since: float | None = None  # first change not yet run
-    last_change: float = 0.0
+    last_change: float = -math.inf  # kept across runs, with last_run: they tell a quiet period from a burst
+    last_run: float = -math.inf  # when the last run ended
+    quiet_before: float = 0.0  # seconds without change or run before dirty_since
     failures: int = 0
     retry_at: float | None = None
 
     def due(self, timing: Timing) -> float:
         if self.dirty_since is not None:
+            if self.quiet_before >= timing.settle:
+                return self.dirty_since  # the leading edge: nothing to coalesce with, run now
             return min(self.last_change + timing.settle, self.dirty_since + timing.max_settle)
         return min(self.next_resync, self.retry_at if self.retry_at is not None else math.inf)
 
     def changed(self, now: float) -> Schedule:
-        return replace(self, dirty_since=self.dirty_since if self.dirty_since is not None else now, last_change=now)
+        if self.dirty_since is not None:
+            return replace(self, last_change=now)
+        return replace(self, dirty_since=now, last_change=now,
+                       quiet_before=now - max(self.last_change, self.last_run))
 
-    def ran(self, now: float, ok: bool, timing: Timing) -> Schedule:
+    def ran(self, now: float, ok: bool, timing: Timing, changed: bool = True) -> Schedule:
+        """After a run; changed=False: it changed nothing, so it opens no burst window (a `network connect`
+        event comes just before a container's `start`: the run on it must not make the start wait)."""
         failures = 0 if ok else self.failures + 1
+        before = self.dirty_since - self.quiet_before if self.dirty_since is not None else self.last_change
+        quiet = ok and not changed
         return Schedule(
             next_resync=now + timing.resync,
+            last_change=min(before, self.last_change) if quiet else self.last_change,
+            last_run=min(before, self.last_run) if quiet else now,
             failures=failures,
             retry_at=None if ok else now + sources.retry_delay(failures, cap=RETRY_CAP_SECONDS),
         )
@@ -77,14 +101,15 @@ class Schedule:
 
 def loop(
     events: queue.SimpleQueue[str],
-    cycle: Callable[[], bool],
+    cycle: Callable[[], bool | Ran],
     timing: Timing,
     clock: Callable[[], float] = time.monotonic,
 ) -> int:
     """Call cycle() as CHANGE events and the schedule say, until a STOP event; return the number of runs.
-    cycle() returns False when the run failed (it is then retried with backoff)."""
+    cycle() returns False (or Ran.FAILED) when the run failed (it is then retried with backoff), and
+    Ran.UNCHANGED when it changed nothing."""
     now = clock()
-    schedule = Schedule(next_resync=now + timing.resync).changed(now)  # the first run, after one settle
+    schedule = Schedule(next_resync=now + timing.resync).changed(now)  # the first run, at once
     runs = 0
     while True:
         wait = schedule.due(timing) - clock()
@@ -92,19 +117,32 @@ def loop(
             event = events.get(timeout=wait) if wait > 0 else events.get_nowait()
         except queue.Empty:
             event = None
-        if event == STOP:
-            return runs
-        if event == CHANGE:
+        changes = 0
+        while event is not None:  # everything already queued joins this decision: one run for all of it
+            if event == STOP:
+                return runs
+            changes += event == CHANGE
+            try:
+                event = events.get_nowait()
+            except queue.Empty:
+                event = None
+        if changes:
             schedule = schedule.changed(clock())
         if clock() >= schedule.due(timing):
-            ok = cycle()
+            started = clock()
+            if schedule.dirty_since is not None:
+                log.info("run: %s change, first seen %.0f ms ago", "leading" if schedule.quiet_before >= timing.settle
+                         else "coalesced", (started - schedule.dirty_since) * 1000)
+            result = cycle()
             runs += 1
-            schedule = schedule.ran(clock(), ok, timing)
+            ok = result not in (False, Ran.FAILED)
+            schedule = schedule.ran(clock(), ok, timing, changed=result is not Ran.UNCHANGED)
+            log.info("run: done in %.0f ms", (clock() - started) * 1000)
             if not ok:
                 log.info("next try in %.1f s", schedule.retry_at - clock() if schedule.retry_at else 0)
 
 
-def run(settings: Any, cycle: Callable[[], bool], watch_source: Callable[..., None] = sources.watch) -> int:
+def run(settings: Any, cycle: Callable[[], bool | Ran], watch_source: Callable[..., None] = sources.watch) -> int:
     """Watch the configured source and call cycle() on change, until SIGTERM or SIGINT; return the run count.
     Must be called from the main thread (it installs the signal handlers, and restores them)."""
     events: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -145,19 +183,19 @@ def generate_on_change(settings: Any, allow_empty: bool, echo: Callable[..., Non
 
     counts = {"reloads": 0, "runtime": 0}
 
-    def cycle() -> bool:
+    def cycle() -> Ran:
         try:
             outcome = generate(settings, allow_empty=allow_empty)
             if not outcome.changed:
                 runtime.repair_drift(settings, settings.haproxy_domain_map, read_live(settings.haproxy_domain_map))
         except RhgenError as exc:
             echo(printable(f"rhgen: error: {exc}; the configuration in service stays", lines=True), err=True)
-            return False
+            return Ran.FAILED
         counts["reloads"] += outcome.reloaded
         counts["runtime"] += outcome.runtime_api
         if outcome.changed:
             echo(outcome.summary())
-        return True
+        return Ran.CHANGED if outcome.changed or outcome.reloaded else Ran.UNCHANGED
 
     echo(f"rhgen: watching the {sources.kind(settings)} source", err=True)
     runs = run(settings, cycle)

@@ -33,16 +33,36 @@ from rhgen.watch import CHANGE, STOP, Schedule, Timing
 TIMING = Timing(settle=0.2, resync=60)
 
 
-def test_a_burst_runs_once_after_it_went_quiet():
-    schedule = Schedule(next_resync=60)
-    for i in range(50):  # 50 changes 2 ms apart
+def test_the_first_change_after_a_quiet_period_runs_at_once():
+    schedule = Schedule(next_resync=60).ran(5.0, ok=True, timing=TIMING)
+    assert schedule.changed(5.0 + TIMING.settle).due(TIMING) == 5.0 + TIMING.settle
+    # Within a settle window of the last run it is the tail of a burst: coalesced, not run at once.
+    assert schedule.changed(5.1).due(TIMING) == pytest.approx(5.1 + TIMING.settle)
+
+
+def test_a_burst_runs_at_its_first_change_then_once_for_the_rest_after_it_went_quiet():
+    schedule = Schedule(next_resync=60).ran(1.0, ok=True, timing=TIMING)
+    schedule = schedule.changed(10.0)
+    assert schedule.due(TIMING) == 10.0  # the leading edge
+    schedule = schedule.ran(10.05, ok=True, timing=TIMING)
+    for i in range(1, 50):  # the other 49 changes, 2 ms apart, came during and after that run
         schedule = schedule.changed(10 + i * 0.002)
     assert schedule.due(TIMING) == pytest.approx(10.098 + 0.2)
 
 
+def test_a_run_that_changed_nothing_does_not_make_the_next_change_wait():
+    # `docker start` sends `network connect` (a run, nothing running yet: no change), then `start`.
+    schedule = Schedule(next_resync=60).ran(1.0, ok=True, timing=TIMING).changed(10.0)
+    schedule = schedule.ran(10.05, ok=True, timing=TIMING, changed=False)
+    assert schedule.changed(10.15).due(TIMING) == 10.15
+    # A run that changed something does: the change right after it is the tail of a burst.
+    changed = Schedule(next_resync=60).ran(1.0, ok=True, timing=TIMING).changed(10.0).ran(10.05, ok=True, timing=TIMING)
+    assert changed.changed(10.15).due(TIMING) == pytest.approx(10.15 + TIMING.settle)
+
+
 def test_a_source_that_never_goes_quiet_still_runs_every_few_settle_windows():
-    schedule = Schedule(next_resync=60)
-    for i in range(100):  # a change every 0.1 s for 10 s
+    schedule = Schedule(next_resync=60).changed(9.95).ran(10.0, ok=True, timing=TIMING)
+    for i in range(100):  # a change every 0.1 s for 10 s, the first right after a run
         schedule = schedule.changed(10 + i * 0.1)
     assert schedule.due(TIMING) == pytest.approx(10 + TIMING.max_settle)
 
