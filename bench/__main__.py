@@ -26,11 +26,15 @@ from .sizes import measure_size
 ROOT = Path(__file__).resolve().parent.parent
 # Docker-backed sections, produced only when a Docker daemon answers: bench modules each exposing
 # `section(quick: bool) -> str` (markdown, starting with its "## " title). quick: --quick was given.
-DOCKER_SECTIONS: tuple[str, ...] = ()
+DOCKER_SECTIONS: tuple[str, ...] = ("docker_convergence", "docker_scale", "traefik")
 # Sizes above this get at most LARGE_RUNS timed runs: the curve's 30,000 stays bounded in time.
 LARGE = 10_000
 LARGE_RUNS = 5
-SKIPPABLE = {"Convergence": "skip_convergence", "Reload safety": "skip_load", "Docker: `docker start` to first 200": "skip_docker"}
+SKIPPABLE = {
+    "Convergence": "skip_convergence", "Reload safety": "skip_load",
+    "Docker: `docker start` to first 200": "skip_docker", "Docker: 300 containers, `rhgen generate`": "skip_docker",
+    "Side by side with Traefik on the same Docker Engine": "skip_docker",
+}
 KEPT_SECTIONS = ("Swarm source: convergence after `docker service scale`, failed requests in a rolling update", "Deploys (issue 11)")
 
 
@@ -52,7 +56,7 @@ def main() -> None:
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--skip-load", action="store_true", help="skip the reload-safety load test")
     parser.add_argument("--skip-convergence", action="store_true", help="skip the convergence measurement")
-    parser.add_argument("--skip-docker", action="store_true", help="skip `docker start` convergence (needs a Docker daemon)")
+    parser.add_argument("--skip-docker", action="store_true", help="skip the Docker-backed sections: convergence, 300 containers, Traefik (need a Docker daemon)")
     args = parser.parse_args()
     if args.quick:
         args.runs, args.skip_load, args.skip_convergence = min(args.runs, 3), True, True
@@ -80,7 +84,7 @@ def main() -> None:
     report += "\n".join(cost_curve.section(sizes, output.parent / "cost-curve.png", "cost-curve.png", measured)) + "\n"
     report += "\n".join(against_targets(import_floor, sizes)) + "\n"
     if not args.skip_docker:
-        report += docker_sections(args.quick, measured)
+        report += docker_sections(args.quick)
     # Sections measured by their own scripts (bench/deploys.py, bench/swarm_convergence.py), and those
     # this run was told to skip: keep them as they were (each says when it was measured).
     skipped = [title for title, skip in SKIPPABLE.items() if getattr(args, skip)]
@@ -92,7 +96,7 @@ def main() -> None:
     print(report)
 
 
-def docker_sections(quick: bool, measured: str) -> str:
+def docker_sections(quick: bool) -> str:
     """The Docker-backed sections, or a line saying why there are none."""
     from tests.support.docker import DockerUnavailable, daemon_answers
 
@@ -104,11 +108,6 @@ def docker_sections(quick: bool, measured: str) -> str:
     import importlib
 
     parts = []
-    print("bench: docker start convergence …", file=sys.stderr)
-    from . import docker_convergence
-
-    result = docker_convergence.measure(rounds=5 if quick else 20)
-    parts.append("\n".join(docker_convergence.render(result, f"{measured} on {machine()}")))
     for name in DOCKER_SECTIONS:
         print(f"bench: {name} …", file=sys.stderr)
         parts.append(importlib.import_module(f"{__package__}.{name}").section(quick).rstrip("\n"))

@@ -17,10 +17,8 @@ import argparse
 import datetime
 import json
 import statistics
-import sys
 import threading
 import time
-from pathlib import Path
 
 
 from tests.support.net import get

@@ -164,7 +164,7 @@ class Settings:
     docker_network: str = _setting("RHGEN_DOCKER_NETWORK", parse_docker_network, "", "Docker network whose container IPs are routed to; empty takes each container's first network by name that gives it an IP.")
     swarm_endpoint: str = _setting("RHGEN_SWARM_ENDPOINT", parse_swarm_endpoint, "tasks", "swarm: route to each running task (`tasks`) or to the service's virtual IP (`vip`).")
     swarm_poll: float = _setting("RHGEN_SWARM_POLL", parse_seconds, 1, "swarm watch: seconds between polls of the tasks (events do not report them).")
-    watch_settle: float = _setting("RHGEN_SETTLE", parse_settle, 0.2, "watch: seconds without further change before regenerating, so a burst gives one run (0-60).")
+    watch_settle: float = _setting("RHGEN_SETTLE", parse_settle, 0.2, "watch: after a first change that runs at once, seconds without further change before the next run, so the rest of a burst gives one run (0-60).")
     watch_resync: float = _setting("RHGEN_RESYNC", parse_seconds, 60, "watch: regenerate at least this often, changed or not (safety net).")
     watch_max_wait: int = _setting("RHGEN_WATCH_MAX_WAIT", parse_max_wait, 60, "watch: seconds one Rancher long poll of `/version` waits (1-120).")
     haproxy_stats_socket: str = _setting("HAPROXY_STATS_SOCKET", parse_file_path, "", "Admin stats socket for reload-free host map and server updates; empty is off.", Kind.PATH, security=True)
