@@ -164,9 +164,11 @@ IN_THE_WAY = {
     "changed run": (
         "decoding is no longer the cost (msgspec: about 40 ms for 10,000 containers, against 160 ms for "
         "`json.loads`, then 110 ms to check them into Containers); building the routing model takes about "
-        "250 ms (routing.py's checks per container), and the files are rendered twice, once for the live "
-        "paths and once for the staging folder `haproxy -c` checks (render.py, about 130 ms each). Those "
-        "are routing.py and render.py, changed on the routing branch for issue 13: left for the merge."
+        "400 ms since issue 13's routing labels (routing.py: label checks, host and path claims per "
+        "container); rendering backends.cfg and the map takes about 130 ms (once: only haproxy.cfg, which "
+        "names the staged paths, is rendered a second time for the check); the rest is the incumbents "
+        "read from the live files, writing and swapping. Making the routing model cheaper per container "
+        "is the work left."
     ),
     "peak RSS": (
         "of it, about 30 MB is the import floor itself (click, requests, yaml; Python 3.11); the no-change "
