@@ -5,7 +5,9 @@ A thread follows the source (Rancher long poll, Docker events, file polling) and
 period of RHGEN_SETTLE seconds (the leading edge: one container started is routed without any
 wait), then coalesces whatever follows: the next run comes once the source has been quiet for
 RHGEN_SETTLE seconds (at most MAX_SETTLE_FACTOR settle windows after the first change of them),
-so fifty containers starting together give two runs: the first one, and all the rest. A failed run
+so fifty containers starting together give two runs: the first one, and all the rest. A run on the
+leading edge is confirmed by one more a settle window later (Docker announces some changes before its
+API shows them), which changes nothing unless the first read too early. A failed run
 leaves the files in service untouched and is retried with backoff (at most 2 s); every RHGEN_RESYNC seconds
 a run happens anyway, as a safety net for a missed change. SIGTERM and SIGINT end the loop
 after the current run. `generate_on_change` is what `rhgen watch` runs: generate per cycle,
@@ -70,13 +72,18 @@ class Schedule:
     quiet_before: float = 0.0  # seconds without change or run before dirty_since
     failures: int = 0
     retry_at: float | None = None
+    # A run on the leading edge reads the source at the moment of the event, and Docker sends some
+    # events (network connect, disconnect) before its API shows the new state: one more run, a
+    # settle window later, reads it settled.
+    confirm_at: float | None = None
 
     def due(self, timing: Timing) -> float:
         if self.dirty_since is not None:
             if self.quiet_before >= timing.settle:
                 return self.dirty_since  # the leading edge: nothing to coalesce with, run now
             return min(self.last_change + timing.settle, self.dirty_since + timing.max_settle)
-        return min(self.next_resync, self.retry_at if self.retry_at is not None else math.inf)
+        pending = [at for at in (self.retry_at, self.confirm_at) if at is not None]
+        return min([self.next_resync, *pending])
 
     def changed(self, now: float) -> Schedule:
         if self.dirty_since is not None:
@@ -90,12 +97,14 @@ class Schedule:
         failures = 0 if ok else self.failures + 1
         before = self.dirty_since - self.quiet_before if self.dirty_since is not None else self.last_change
         quiet = ok and not changed
+        leading = self.dirty_since is not None and self.quiet_before >= timing.settle
         return Schedule(
             next_resync=now + timing.resync,
             last_change=min(before, self.last_change) if quiet else self.last_change,
             last_run=min(before, self.last_run) if quiet else now,
             failures=failures,
             retry_at=None if ok else now + sources.retry_delay(failures, cap=RETRY_CAP_SECONDS),
+            confirm_at=self.dirty_since + timing.settle if ok and leading else None,
         )
 
 
