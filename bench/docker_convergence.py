@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import datetime
 import http.client
 import json
 import shutil
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import engine_api
+from bench.procs import measured_now, summary
 from tests.support.docker import BACKEND_COMMAND, build_backend_image, daemon_answers, DockerLab
 from tests.support.haproxy import Haproxy
 from tests.support.net import free_port, wait_for
@@ -74,16 +74,6 @@ class StampedWatch(Watch):
         """Wait until rhgen has written nothing for `seconds`."""
         wait_for(lambda: not self.stamped or time.monotonic() - self.stamped[-1][0] >= seconds, timeout=timeout,
                  interval=0.05, what=f"rhgen watch quiet for {seconds} s")
-
-
-def summary(seconds: list[float]) -> dict[str, float]:
-    ordered = sorted(seconds)
-    return {
-        "samples": len(ordered),
-        "median": round(statistics.median(ordered), 3),
-        "p95": round(ordered[max(0, -(-len(ordered) * 95 // 100) - 1)], 3),
-        "max": round(ordered[-1], 3),
-    }
 
 
 def routed(haproxy: Haproxy, host: str) -> bool:
@@ -305,10 +295,8 @@ def render(result: dict[str, Any], measured: str) -> list[str]:
 
 def section(quick: bool) -> str:
     """The markdown section for docs/benchmarks.md; quick: 20 rounds, no healthcheck kind."""
-    from bench.__main__ import machine
-
     result = measure(rounds=20 if quick else 30, healthcheck=not quick)
-    measured = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}"
+    measured = measured_now()
     return "\n".join(render(result, measured)) + "\n"
 
 
@@ -322,9 +310,7 @@ def main() -> None:
     args = parser.parse_args()
     result = measure(args.rounds, args.settle, args.time_limit, not args.no_healthcheck)
     if args.markdown:
-        from bench.__main__ import machine
-
-        measured = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}"
+        measured = measured_now()
         print("\n".join(render(result, measured)))
     else:
         print(json.dumps(result, indent=2))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import datetime
 import json
 import statistics
 import subprocess
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import engine_api
+from bench.procs import measured_now
 from tests.support.docker import build_backend_image, daemon_answers, DockerLab, SocketRecorder
 from tests.support.metadata import container
 from tests.support.rhgen import rhgen_env
@@ -164,10 +164,8 @@ def render(result: dict[str, Any], measured: str) -> list[str]:
 
 def section(quick: bool) -> str:
     """The markdown section for docs/benchmarks.md (quick: the same, 20 runs is already the floor)."""
-    from bench.__main__ import machine
-
     result = measure(runs=20)
-    measured = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}"
+    measured = measured_now()
     return "\n".join(render(result, measured)) + "\n"
 
 
@@ -180,9 +178,7 @@ def main() -> None:
     args = parser.parse_args()
     result = measure(args.containers, args.runs, args.time_limit)
     if args.markdown:
-        from bench.__main__ import machine
-
-        measured = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}"
+        measured = measured_now()
         print("\n".join(render(result, measured)))
     else:
         print(json.dumps(result, indent=2))

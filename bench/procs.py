@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import shutil
 import statistics
@@ -54,3 +55,21 @@ def peak_rss_mb(command: list[str], env: dict[str, str]) -> float:
     if code != 0:
         raise RuntimeError(f"{command} exited {code}")
     return kilobytes / 1024
+
+
+def summary(seconds: list[float]) -> dict[str, float]:
+    """Samples, median, p95 (nearest rank) and max of `seconds`, rounded to the millisecond."""
+    ordered = sorted(seconds)
+    return {
+        "samples": len(ordered),
+        "median": round(statistics.median(ordered), 3),
+        "p95": round(ordered[max(0, -(-len(ordered) * 95 // 100) - 1)], 3),
+        "max": round(ordered[-1], 3),
+    }
+
+
+def measured_now() -> str:
+    """When and where a section was measured, as its first line says it."""
+    from bench.__main__ import machine
+
+    return f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}"

@@ -21,32 +21,21 @@ and each connection error counted as failed. Every container and network is remo
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import signal
-import statistics
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from bench.deploys import Load
+from bench.procs import measured_now, summary
 from tests.support.docker import DockerLab, build_backend_image, daemon_answers, docker, wait_for
 from tests.support.traefik import SideBySide, host_of, ready, run_backend, traefik_binary, traefik_version
 
 PROXIES = ("rhgen", "traefik")
 PAUSE, MOST = 0.05, 2000  # the load: at most 20 requests/s per client, 2,000 per client in all
 KILL_WATCH = 6.0  # seconds of load after a kill: more than haproxy's fall x inter (2 s) plus a run
-
-
-def summary(seconds: list[float]) -> dict[str, float]:
-    ordered = sorted(seconds)
-    return {
-        "samples": len(ordered),
-        "median": round(statistics.median(ordered), 3),
-        "p95": round(ordered[max(0, -(-len(ordered) * 95 // 100) - 1)], 3),
-        "max": round(ordered[-1], 3),
-    }
 
 
 def _without(body: str, times: int = 4) -> Callable[[tuple[int, str]], bool]:
@@ -228,10 +217,8 @@ def render(result: dict[str, Any], measured: str) -> str:
 
 def section(quick: bool) -> str:
     """The markdown section for docs/benchmarks.md (python -m bench); quick: 20 samples of each kind, else 30."""
-    from bench.__main__ import machine
-
     result = measure(20 if quick else 30)
-    measured = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}"
+    measured = measured_now()
     return render(result, measured)
 
 
@@ -242,9 +229,7 @@ def main() -> None:
     args = parser.parse_args()
     result = measure(args.rounds)
     if args.markdown:
-        from bench.__main__ import machine
-
-        measured = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}"
+        measured = measured_now()
         print(render(result, measured))
     else:
         print(json.dumps(result, indent=2))
