@@ -149,7 +149,8 @@ def render_live_and_staged(
             staged_files.append(OutputFile(out.role, live[out.role], _refer_to(own_config, live, references), out.mode))
             continue
         content = _render(env, out, {**context, "paths": live})
-        staged_content = content if not _names_paths(env, out.template) else _render(env, out, {**context, "paths": references})
+        differs = references != live and _names_paths(env, out.template)
+        staged_content = _render(env, out, {**context, "paths": references}) if differs else content
         live_files.append(OutputFile(out.role, live[out.role], content, out.mode, out.secret))
         staged_files.append(OutputFile(out.role, live[out.role], staged_content, out.mode, out.secret))
     return live_files, staged_files

@@ -77,9 +77,13 @@ class Schedule:
     # settle window later, reads it settled.
     confirm_at: float | None = None
 
+    def leading(self, timing: Timing) -> bool:
+        """A change is pending and came after a quiet period: nothing to coalesce it with."""
+        return self.dirty_since is not None and self.quiet_before >= timing.settle
+
     def due(self, timing: Timing) -> float:
         if self.dirty_since is not None:
-            if self.quiet_before >= timing.settle:
+            if self.leading(timing):
                 return self.dirty_since  # the leading edge: nothing to coalesce with, run now
             return min(self.last_change + timing.settle, self.dirty_since + timing.max_settle)
         pending = [at for at in (self.retry_at, self.confirm_at) if at is not None]
@@ -97,14 +101,13 @@ class Schedule:
         failures = 0 if ok else self.failures + 1
         before = self.dirty_since - self.quiet_before if self.dirty_since is not None else self.last_change
         quiet = ok and not changed
-        leading = self.dirty_since is not None and self.quiet_before >= timing.settle
         return Schedule(
             next_resync=now + timing.resync,
             last_change=min(before, self.last_change) if quiet else self.last_change,
             last_run=min(before, self.last_run) if quiet else now,
             failures=failures,
             retry_at=None if ok else now + sources.retry_delay(failures, cap=RETRY_CAP_SECONDS),
-            confirm_at=self.dirty_since + timing.settle if ok and leading else None,
+            confirm_at=self.dirty_since + timing.settle if ok and self.leading(timing) else None,
         )
 
 
@@ -140,8 +143,8 @@ def loop(
         if clock() >= schedule.due(timing):
             started = clock()
             if schedule.dirty_since is not None:
-                log.info("run: %s change, first seen %.0f ms ago", "leading" if schedule.quiet_before >= timing.settle
-                         else "coalesced", (started - schedule.dirty_since) * 1000)
+                log.info("run: %s change, first seen %.0f ms ago", "leading" if schedule.leading(timing) else "coalesced",
+                         (started - schedule.dirty_since) * 1000)
             result = cycle()
             runs += 1
             ok = result not in (False, Ran.FAILED)
