@@ -9,13 +9,30 @@ from typing import Any
 
 import click
 
-from . import __version__, container_commands
+from . import __version__
 from .messages import SHOWN_CHARS, printable
 from .options import setting_options
 
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+# The container's commands (container_commands.COMMANDS), by name: imported only when one is run or
+# listed, so that a `generate` does not build their few hundred options (about 15 ms of every run).
+CONTAINER_COMMANDS = ("check", "prepare", "reload", "run-haproxy", "schedule", "watch-files")
+
+
+class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *CONTAINER_COMMANDS])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in CONTAINER_COMMANDS:
+            from .container_commands import COMMANDS
+
+            return next(command for command in COMMANDS if command.name == name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="rhgen")
 def main() -> None:
     """Keep HAProxy routing in step with running containers.
@@ -179,7 +196,3 @@ def _routes_json(routing: Any, backends: dict[str, Any]) -> dict[str, Any]:
         ],
         "skipped": [{"what": s.what, "reason": s.reason} for s in routing.skipped],
     }
-
-
-for _command in container_commands.COMMANDS:
-    main.add_command(_command)

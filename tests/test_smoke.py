@@ -22,3 +22,18 @@ def test_demo_renders_a_config_haproxy_accepts(run_rhgen, tmp_path):
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "app1.dev.tld app1" in (out / "domain.map").read_text()
+
+
+def test_every_command_is_listed_and_runs_its_help(run_rhgen):
+    # The container's commands are imported by name only when asked for (rhgen/cli.py): a command added
+    # to container_commands.COMMANDS but not named there would be unreachable.
+    from rhgen.container_commands import COMMANDS
+
+    listed = run_rhgen(["--help"], {"COLUMNS": "200"})
+    assert listed.returncode == 0, listed.stderr
+    for name in [command.name for command in COMMANDS] + ["generate", "watch", "routes", "certs"]:
+        assert f"\n  {name} " in listed.stdout, name
+        shown = run_rhgen([name, "--help"], {})
+        assert shown.returncode == 0 and f"rhgen {name} [OPTIONS]" in shown.stdout.replace("python -m rhgen", "rhgen"), name
+    unknown = run_rhgen(["no-such-command"], {})
+    assert unknown.returncode == 2 and "No such command" in unknown.stderr
