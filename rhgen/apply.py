@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from . import check, fingerprint, lock, plan, reloads, runtime, swap
+from . import check, draining, fingerprint, lock, plan, reloads, runtime, swap
 from .errors import ApplyError
 from .files import read_live
 
@@ -24,7 +24,9 @@ class Applied:
     runtime_api: bool = False  # a map/server change applied through HAProxy's runtime API, no reload
 
 
-def apply(settings: Any, planned: plan.Plan, allow_empty: bool = False) -> Applied:
+def apply(settings: Any, planned: plan.Plan, allow_empty: bool = False, wait_for_drains: bool = True) -> Applied:
+    """Swap the planned files in and get haproxy to serve them. wait_for_drains=False (the watch): servers
+    removed through the runtime API finish draining in the background, not before the next change."""
     anchor = settings.haproxy_backend_config
     swap.check_folders([f.path for f in planned.files])
     with lock.exclusive_lock(anchor):
@@ -55,6 +57,8 @@ def apply(settings: Any, planned: plan.Plan, allow_empty: bool = False) -> Appli
         # through its runtime API: no reload (unless an earlier reload is still owed).
         if not already_pending and runtime.apply_change(settings, changed, old_backends):
             reloads.settled(anchor)
+            if wait_for_drains:
+                draining.wait()
             return Applied(paths, runtime_api=True)
         if settings.reload_command:
             reloads.reload(settings.reload_command, anchor)

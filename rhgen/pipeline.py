@@ -42,7 +42,7 @@ class Outcome:
         return text
 
 
-def generate(settings: Any, dry_run: bool = False, allow_empty: bool = False) -> Outcome:
+def generate(settings: Any, dry_run: bool = False, allow_empty: bool = False, wait_for_drains: bool = True) -> Outcome:
     for warning in settings_warnings(settings):
         log.warning("%s", warning)
     if settings.acme_directory:
@@ -53,7 +53,7 @@ def generate(settings: Any, dry_run: bool = False, allow_empty: bool = False) ->
         acme_state.prepare(settings)
     if dry_run:
         return preview(settings)
-    outcome, routed = route(settings, allow_empty)
+    outcome, routed = route(settings, allow_empty, wait_for_drains)
     if settings.acme_directory:
         return _certificates(settings, routed, outcome, allow_empty)
     return outcome
@@ -71,7 +71,7 @@ def preview(settings: Any) -> Outcome:
     return Outcome(planned.routing, tuple(f.path for f in changed), diff=plan.unified_diff(changed), counts=planned.counts)
 
 
-def route(settings: Any, allow_empty: bool) -> tuple[Outcome, plan.Plan]:
+def route(settings: Any, allow_empty: bool, wait_for_drains: bool = True) -> tuple[Outcome, plan.Plan]:
     """Routing: plan, then apply (or nothing when the inputs did not change)."""
     anchor = settings.haproxy_backend_config
     planned = plan.make(settings, folder_of(anchor))
@@ -80,7 +80,7 @@ def route(settings: Any, allow_empty: bool) -> tuple[Outcome, plan.Plan]:
         return Outcome(planned.routing, (), counts=planned.counts), planned
     from . import apply  # the swap, the runtime API and reloads: not imported by a run that changes nothing
 
-    applied = apply.apply(settings, planned, allow_empty)
+    applied = apply.apply(settings, planned, allow_empty, wait_for_drains)
     outcome = Outcome(planned.routing, applied.changed, reloaded=applied.reloaded, runtime_api=applied.runtime_api,
                       counts=planned.counts)
     return outcome, planned

@@ -11,9 +11,9 @@ reloads instead; a reload is always correct, this is only faster and keeps conne
 Servers: backends.cfg is written first too. The new file is compared with the one it replaced;
 when the two differ only in `server` lines of backends present in both, each new server line is
 sent as it is (`add server <backend>/<line>`, then `enable health` and `enable server`), and each
-server gone is drained (`state drain`) until its sessions end or RHGEN_DRAIN_TIMEOUT passes, then
-put into maintenance, its sessions shut and deleted. `show servers state` must then list exactly
-the servers of the file, none in maintenance. The server line is rendered once, by the template,
+server gone is drained (`state drain`) at once; draining.py waits for its sessions (at most
+RHGEN_DRAIN_TIMEOUT) and deletes it, in the background. `show servers state` must then list exactly
+the servers of the file (and the ones still draining), none in maintenance. The server line is rendered once, by the template,
 and used both ways, so a later reload loads exactly what the runtime API built.
 """
 
@@ -22,11 +22,11 @@ from __future__ import annotations
 import logging
 import re
 import socket
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import draining
 from .errors import RuntimeApiError
 
 if TYPE_CHECKING:
@@ -174,73 +174,41 @@ def server_changes(old: bytes | None, new: bytes) -> ServerChanges | None:
     return ServerChanges(tuple(added), tuple(removed))
 
 
-def _expect(socket_path: str, command: str, *answers: str) -> None:
+def expect(socket_path: str, command: str, *answers: str) -> str:
     """Run `command`; its answer (first line) must be one of `answers` ("" for haproxy's silent success)."""
     answer = send(socket_path, command).strip()
     first = answer.splitlines()[0].strip() if answer else ""
     if first not in answers:
         raise RuntimeApiError(f"runtime API `{command}`: {first or 'no answer'}")
+    return first
 
 
 def add_servers(socket_path: str, added: Sequence[tuple[str, str, str]]) -> None:
+    # A server name is its container's: the same one back before its drain ended is that container
+    # restarted, so the sessions still draining lead to a process that is gone. They are shut first.
+    draining.finish_now(socket_path, [(backend, name) for backend, name, _ in added])
     for backend, name, line in added:
         if re.search(r"[;<>\\]", line):
             raise RuntimeApiError(f"server line {backend}/{name} {line!r} cannot be sent through the runtime API")
-        _expect(socket_path, f"add server {backend}/{name} {line}", "New server registered.")
+        expect(socket_path, f"add server {backend}/{name} {line}", "New server registered.")
         if "check" in line.split():
             # A dynamic server's health check starts disabled; default-server does not apply to it either.
-            _expect(socket_path, f"enable health {backend}/{name}", "")
-        _expect(socket_path, f"enable server {backend}/{name}", "")
-
-
-def _sessions(socket_path: str, backend: str) -> dict[str, int]:
-    """Current sessions plus queued requests per server of `backend`, from `show stat` (CSV)."""
-    answer = send(socket_path, f"show stat {backend} 4 -1")
-    counts = {}
-    for line in answer.splitlines():
-        fields = line.split(",")
-        if len(fields) > 4 and fields[0] == backend and not line.startswith("#"):
-            counts[fields[1]] = int(fields[2] or 0) + int(fields[4] or 0)  # qcur + scur
-    return counts
-
-
-def remove_servers(socket_path: str, removed: Sequence[tuple[str, str]], drain_timeout: float) -> None:
-    """Drain, wait (bounded) for the sessions to end, maintenance, shut what is left, delete."""
-    for backend, name in removed:
-        _expect(socket_path, f"set server {backend}/{name} state drain", "")
-    deadline = time.monotonic() + drain_timeout
-    waiting = set(removed)
-    while waiting and time.monotonic() < deadline:
-        for backend in {b for b, _ in waiting}:
-            counts = _sessions(socket_path, backend)
-            waiting -= {(backend, name) for b, name in waiting if b == backend and not counts.get(name)}
-        if waiting:
-            time.sleep(0.05)
-    if waiting:
-        log.info("%d removed server(s) still busy after %.0f s of drain; shutting their sessions", len(waiting), drain_timeout)
-    for backend, name in removed:
-        _expect(socket_path, f"set server {backend}/{name} state maint", "")
-        _expect(socket_path, f"shutdown sessions server {backend}/{name}", "")
-        # A shut session lets go of its server connection a moment later.
-        for attempt in range(20):
-            answer = send(socket_path, f"del server {backend}/{name}").strip()
-            if answer == "Server deleted.":
-                break
-            if "still has connections" not in answer or attempt == 19:
-                raise RuntimeApiError(f"runtime API `del server {backend}/{name}`: {answer or 'no answer'}")
-            time.sleep(0.05)
+            expect(socket_path, f"enable health {backend}/{name}", "")
+        expect(socket_path, f"enable server {backend}/{name}", "")
 
 
 def verify_servers(socket_path: str, content: bytes) -> None:
-    """`show servers state` must list exactly the file's servers per backend, none in maintenance."""
+    """`show servers state` must list exactly the file's servers per backend, none in maintenance
+    (besides the ones this process is still draining)."""
     _, wanted = backend_servers(content)
+    leaving = draining.draining(socket_path)
     live: dict[str, dict[str, int]] = {}
     for line in send(socket_path, "show servers state").splitlines():
         fields = line.split()
         if len(fields) > 6 and fields[0].isdigit():
             live.setdefault(fields[1], {})[fields[3]] = int(fields[6])  # srv_admin_state
     for backend, servers in wanted.items():
-        found = live.get(backend, {})
+        found = {name: admin for name, admin in live.get(backend, {}).items() if (backend, name) not in leaving}
         if set(found) != set(servers):
             raise RuntimeApiError(
                 f"runtime API: backend {backend} has servers {sorted(found)} live, the file says {sorted(servers)}"
@@ -268,7 +236,7 @@ def apply_change(settings: Any, changed: Sequence[OutputFile], old_backends: byt
         add_servers(socket_path, servers.added)
         if "map" in roles:
             replace_map(socket_path, roles["map"].path, map_entries(roles["map"].content))
-        remove_servers(socket_path, servers.removed, settings.drain_timeout)
+        draining.start(socket_path, servers.removed, settings.drain_timeout)
         if "backends" in roles:
             verify_servers(socket_path, roles["backends"].content)
     except RuntimeApiError as exc:

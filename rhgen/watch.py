@@ -197,7 +197,8 @@ def generate_on_change(settings: Any, allow_empty: bool, echo: Callable[..., Non
 
     def cycle() -> Ran:
         try:
-            outcome = generate(settings, allow_empty=allow_empty)
+            # A server drained through the runtime API finishes in the background: the next change need not wait.
+            outcome = generate(settings, allow_empty=allow_empty, wait_for_drains=False)
             if not outcome.changed:
                 runtime.repair_drift(settings, settings.haproxy_domain_map, read_live(settings.haproxy_domain_map))
         except RhgenError as exc:

@@ -18,7 +18,7 @@ from tests.support.apps import App
 from tests.support.haproxy import Haproxy
 from tests.support.metadata import container, MetadataServer
 from tests.support.net import free_port, unix_command, wait_for
-from tests.support.rhgen import rhgen_env
+from tests.support.rhgen import Watch, rhgen_env
 
 
 class Stack:
@@ -147,6 +147,42 @@ def test_a_removed_server_drains_its_requests_then_goes_without_a_reload(stack_f
     leaving.close()
     reliability("Faults of the backends", "a server leaves with a request in flight",
                 held="its request finished, no new request reached it, deleted without a reload")
+
+
+def test_watch_routes_a_new_server_while_a_removed_one_still_drains_its_request(stack_factory):
+    # The drain of a server that left must not hold back the next change: a container started while
+    # another one drains a slow request is routed at once, not after that request.
+    stack = stack_factory(servers=2, RHGEN_SETTLE="0.05")
+    reloads = stack.haproxy.reloads
+    watch = Watch(stack.env, "-v")
+    try:
+        said = lambda needle: any(needle in line for line in watch.err)  # noqa: E731 - the log is on stderr
+        wait_for(lambda: said("run: done"), timeout=15, what="the watch's first run")
+        leaving = stack.apps[1]
+        slow: list[tuple[int, str]] = []
+        threads = [threading.Thread(target=lambda: slow.append(stack.haproxy.get("app1.dev.tld", "/slow/4")))
+                   for _ in range(2)]  # round robin: one on each server
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: all("/slow/4" in app.paths for app in stack.apps), what="a slow request at each server")
+        staying = stack.apps[0]
+        stack.metadata.set([container("app1", "web", staying.ip, staying.port, name=staying.name, uuid=staying.uuid)])
+        wait_for(lambda: said("0 server(s) added, 1 removed through the runtime API"), timeout=10, what="the removal")
+        arrived = stack.start_app()  # app1-3 on 127.0.0.13: a container of its own, not the leaving one back
+        stack.apps.remove(leaving)
+        stack.publish()
+        stack.haproxy.wait_routes("app1.dev.tld", arrived.name, timeout=3)
+        assert len(slow) < 2, slow  # the drained server's 4 s request is still in flight
+        assert any(ip == leaving.ip and admin & 0x08 for _, ip, admin in stack.live_servers()), stack.live_servers()
+        for thread in threads:
+            thread.join(10)
+        assert sorted(slow) == [(200, "app1-1"), (200, "app1-2")]  # it finished its request all the same
+        wait_for(lambda: leaving.ip not in [ip for _, ip, _ in stack.live_servers()], timeout=5, what="deleted")
+        assert sorted(ip for _, ip, admin in stack.live_servers() if admin == 0) == ["127.0.0.11", arrived.ip]
+        assert stack.haproxy.reloads == reloads
+    finally:
+        assert watch.stop() == 0, watch.err
+    leaving.close()
 
 
 def test_the_drain_wait_is_bounded_by_the_drain_timeout(stack_factory):
