@@ -206,11 +206,12 @@ def render(result: dict[str, Any], measured: str) -> str:
         f"haproxy reloads: {result['rolling']['rhgen_reloads']} in the rolling replacement, "
         f"{result['kill']['rhgen_reloads']} after the kill (server changes go through the runtime API); a new",
         "stack is a new backend, so each of its samples costs rhgen a `haproxy -c` and a reload, where Traefik",
-        "swaps its configuration in memory. A failure recorded about 5 s after a kill is a request the proxy sent",
-        "to the killed container's address before it removed the server: the connection gets no answer (the",
-        "address is gone, no RST), so it waits for the proxy's connect timeout (rhgen's template: `timeout",
-        "connect 5s`; Traefik: its 30 s dial timeout) and the client gives up first, at 5 s. One recorded at",
-        "once was in flight on the killed container. The machine is shared: compare figures of one run only.",
+        "swaps its configuration in memory. A request a proxy sends to the killed container's address before it",
+        "removed the server gets no answer (the address is gone, no RST), so it waits for the proxy's connect",
+        "timeout: rhgen's `RHGEN_SERVER_CONNECT_TIMEOUT` (2 s), after which haproxy retries it on the other",
+        "replica; Traefik's 30 s dial timeout, so there the client gives up first, at 5 s (a failure recorded",
+        "about 5 s after the kill). One recorded at once was in flight on the killed container. The machine is",
+        "shared: compare figures of one run only.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -181,6 +181,7 @@ class Settings:
     check_fall: int = _setting("RHGEN_CHECK_FALL", parse_check_count, 2, "Failed checks in a row that take a server out (haproxy `fall`).")
     check_rise: int = _setting("RHGEN_CHECK_RISE", parse_check_count, 2, "Passed checks in a row that bring a server back (haproxy `rise`).")
     server_retries: int = _setting("RHGEN_SERVER_RETRIES", parse_count, 3, "Tries on another server when a connection to one fails (haproxy `retries`; 0 is off).")
+    server_connect_timeout: int = _setting("RHGEN_SERVER_CONNECT_TIMEOUT", parse_milliseconds, 2000, "Milliseconds a connection to a server may take before it is tried on another (haproxy `timeout connect`, 100-60000).")
     drain_timeout: float = _setting("RHGEN_DRAIN_TIMEOUT", parse_drain_timeout, 10, "Seconds a removed server drains its requests before its sessions are shut (0-300).")
     haproxy_master_socket: str = _setting("HAPROXY_MASTER_SOCKET", parse_required_file_path, "/run/haproxy/master.sock", "haproxy's master CLI socket: the entrypoint starts haproxy with it, `rhgen reload` talks to it.", Kind.OPERATIONAL, security=True)
     reload_timeout: float = _setting("RHGEN_RELOAD_TIMEOUT", parse_seconds, 30, "Seconds `rhgen reload` waits for the haproxy master to report the reload.", Kind.OPERATIONAL)

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from tests.support.metadata import container
+from tests.support.net import get
 
 INTER_MS, FALL = 200, 2
 FAST_CHECKS = {"RHGEN_CHECK_INTERVAL": str(INTER_MS), "RHGEN_CHECK_FALL": str(FALL)}
@@ -83,6 +84,31 @@ def test_a_bad_health_check_label_skips_the_container_with_a_warning(metadata_se
     assert "container 'app1-web-1': label rhgen.healthcheck='/ok now' is not a URL path (/healthz); skipped" in result.stderr
     backends = target.backends.read_text()
     assert "127.0.0.11" not in backends and "uri /ok ver HTTP/1.1 hdr Host app1.dev.tld" in backends
+
+
+def test_a_request_sent_to_an_address_that_answers_nothing_is_retried_on_another_server_in_time(
+    metadata_server, backend_servers, generate, haproxy, reliability
+):
+    # A container gone (docker rm -f, a crash) leaves an address where a SYN gets no answer; until the
+    # source says so, round robin still sends requests there. Each must reach the live server within
+    # a client's patience (4 s here): after RHGEN_SERVER_CONNECT_TIMEOUT (2 s), not haproxy's old 5 s.
+    live = backend_servers.start("127.0.0.11", "live")
+    leaving = backend_servers.start("127.0.0.12", "leaving")
+    metadata_server.set([
+        container("app1", "web", live.ip, live.port, name="app1-web-1"),
+        container("app1", "web", leaving.ip, leaving.port, name="app1-web-2"),
+    ])
+    assert generate(RHGEN_HEALTH_CHECKS="false").returncode == 0  # no check takes the server out first
+    haproxy.start()
+    held = leaving.vanish()
+    try:
+        answers = [get(haproxy.port, "app1.dev.tld", timeout=4) for _ in range(4)]  # most of them meet the gone address
+    finally:
+        for sock in held:
+            sock.close()
+    assert answers == [(200, "live")] * 4
+    reliability("Faults of the backends", "a server's address answers nothing (container gone, not yet removed)",
+                held="retried on another server after the 2 s connect timeout, within a client's 4 s: 0 failed")
 
 
 def test_only_requests_that_never_reached_a_server_are_retried(

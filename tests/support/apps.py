@@ -79,6 +79,23 @@ class App:
         hung.listen(64)
         return hung
 
+    def vanish(self) -> list[socket.socket]:
+        """Stop answering even connections: the address of a container that is gone, where a SYN gets
+        no answer at all (no RST). A listening socket that never accepts, with its one-place queue
+        filled, drops every later SYN. The caller closes the returned sockets."""
+        self.close()
+        gone = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        gone.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        gone.bind((self.ip, self.port))
+        gone.listen(0)
+        held = [gone]
+        for _ in range(2):  # what the queue of listen(0) still takes
+            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            filler.setblocking(False)
+            filler.connect_ex((self.ip, self.port))
+            held.append(filler)
+        return held
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
