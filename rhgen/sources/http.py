@@ -3,17 +3,16 @@ size, retried on refusal, timeout and 5xx, failures as one-line SourceErrors."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import requests
 import urllib3
 
 from ..errors import SourceError
-from .answers import preview
+from .plain_http import parse_json
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +30,6 @@ def get_json(
 
 
 _GONE = object()  # get_json's 404 marker
-
-
-def parse_json(body: bytes, what: str, loads: Callable[[bytes], Any] = json.loads) -> Any:
-    """The JSON of an answer (decoded by `loads`), or a SourceError saying why not."""
-    try:
-        return loads(body)
-    except ValueError:
-        raise SourceError(f"{what}: answer is not JSON ({preview(body)})") from None
-    except RecursionError:  # json raises it, not ValueError, for arrays nested a few thousand deep
-        raise SourceError(f"{what}: answer is not JSON of a usable shape (nested too deeply)") from None
 
 
 def get_body(

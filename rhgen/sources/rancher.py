@@ -12,15 +12,16 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SourceError
 from ..model import SourceData
-from . import retry_delay
+from . import plain_http, retry_delay
 from .answers import Answers, decode_containers, preview, source_data
-from .http import connection_reason, get_body, parse_json
+from .plain_http import parse_json
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,11 @@ def fetch(settings: Any) -> SourceData:
 
 
 def fetch_answers(settings: Any) -> Answers:
-    """Both answers as read; decoding waits until the no-change shortcut has had its look."""
+    """Both answers as read; decoding waits until the no-change shortcut has had its look. On the
+    standard library's HTTP client: a one-shot run does not import requests (plain_http.py)."""
     root = base_url(settings.rancher_api_host, settings.rancher_api_version)
-    with _session() as session:
-        containers = get_body(session, f"{root}/containers", settings)
-        metadata = get_body(session, f"{root}/self/service/metadata", settings, missing=None)
+    containers = plain_http.get_body(settings, f"{root}/containers")
+    metadata = plain_http.get_body(settings, f"{root}/self/service/metadata", missing=None)
 
     held = [containers, metadata]
 
@@ -58,6 +59,8 @@ def fetch_answers(settings: Any) -> Answers:
 
 
 def _session() -> requests.Session:
+    import requests
+
     session = requests.Session()
     session.headers["Accept"] = "application/json"
     session.trust_env = False  # the metadata service is local: never through an HTTP proxy
@@ -75,6 +78,10 @@ _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,199}")
 
 def watch(settings: Any, notify: Callable[[], None], stop: threading.Event) -> None:
     """Long-poll the version; notify() on the first answer, on every change and on recovery."""
+    import requests
+
+    from .http import connection_reason
+
     url = f"{base_url(settings.rancher_api_host, settings.rancher_api_version)}/version"
     last: str | None = None
     failures = 0
