@@ -33,14 +33,15 @@ class _Transient(Exception):
     """A failure worth another try."""
 
 
-def get_body(settings: Any, url: str, what: str = "", missing: Any = MISSING) -> Any:
+def get_body(settings: Any, url: str, what: str = "", missing: Any = MISSING, unix_socket: str = "") -> Any:
     """The bytes of the answer to GET `url` (http or https), retried on refusal, timeout and 5xx;
-    a 404 gives `missing` when that is given. `what` names the resource in messages."""
+    a 404 gives `missing` when that is given. `what` names the resource in messages. With
+    `unix_socket` the request goes to that socket (the Docker Engine API), `url` giving the path."""
     what = what or f"metadata {url}"
     attempts = settings.metadata_retries + 1
     for attempt in range(1, attempts + 1):
         try:
-            return _get_once(settings, url, what, missing)
+            return _get_once(settings, url, what, missing, unix_socket)
         except _Transient as exc:
             if attempt == attempts:
                 tries = f" after {attempts} tries" if attempts > 1 else ""
@@ -60,21 +61,38 @@ def parse_json(body: bytes, what: str, loads: Callable[[bytes], Any] = json.load
         raise SourceError(f"{what}: answer is not JSON of a usable shape (nested too deeply)") from None
 
 
-def _connection(url: str, settings: Any) -> tuple[http.client.HTTPConnection, str]:
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.unix_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _connection(url: str, settings: Any, what: str, unix_socket: str) -> tuple[http.client.HTTPConnection, str]:
     parts = urllib.parse.urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if unix_socket:
+        return _UnixConnection(unix_socket, settings.metadata_connect_timeout), target
     kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     try:
         port = parts.port
     except ValueError:
-        raise SourceError(f"metadata {url}: the port is not a number") from None
-    connection = kind(parts.hostname or "", port, timeout=settings.metadata_connect_timeout)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return connection, target
+        raise SourceError(f"{what}: the port is not a number") from None
+    return kind(parts.hostname or "", port, timeout=settings.metadata_connect_timeout), target
 
 
-def _get_once(settings: Any, url: str, what: str, missing: Any) -> Any:
+def _get_once(settings: Any, url: str, what: str, missing: Any, unix_socket: str) -> Any:
     deadline = time.monotonic() + settings.metadata_read_timeout
-    connection, target = _connection(url, settings)
+    connection, target = _connection(url, settings, what, unix_socket)
     try:
         connection.connect()  # bounded by the connect timeout; every read after by the read timeout
         if connection.sock is not None:
