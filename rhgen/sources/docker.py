@@ -13,6 +13,9 @@ side) per run holds everything routing needs, so no container is inspected:
 - label rhgen.aliases=www,shop.example.com adds host names for the container's stack, merged
   (union) over the stack's containers: Aliases, as the Rancher proxy's aliases are.
 
+engine_containers.py decodes the answer and makes the model of it; fetch_answers() lets the
+no-change shortcut skip the model when nothing routing reads has changed since the last run.
+
 Watching follows GET /events, a stream of one JSON object per line.
 """
 
@@ -20,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -29,16 +31,14 @@ from typing import Any
 import requests
 
 from ..errors import SourceError
-from ..messages import shown
-from ..model import ROUTABLE_HEALTH, Alias, Container, Skipped, SourceData, text_labels
-from . import engine
-from .http import connection_reason, get_json
+from ..model import SourceData
+from . import engine, engine_containers
+from .answers import Answers
+from .engine_containers import container  # noqa: F401 - the docker source's model of one container
+from .http import connection_reason, get_body, parse_json
 
 log = logging.getLogger(__name__)
 
-PROJECT_LABEL = "com.docker.compose.project"
-SERVICE_LABEL = "com.docker.compose.service"
-ALIASES_LABEL = "rhgen.aliases"
 # Container events that never change routing (health checks run as exec_* every interval).
 QUIET_ACTIONS = {"attach", "detach", "resize", "top", "export", "copy", "archive-path", "extract-to-dir",
                  "commit", "create", "mount", "unmount"}
@@ -48,79 +48,27 @@ QUIET_ACTIONS = {"attach", "detach", "resize", "top", "export", "copy", "archive
 
 
 def fetch(settings: Any) -> SourceData:
+    return fetch_answers(settings).decode()
+
+
+def fetch_answers(settings: Any) -> Answers:
+    """The list as read and decoded into structs; the model waits until the no-change shortcut has
+    had its look at the answer's routing form (engine_containers.py: never its Status text)."""
     where = f"docker {settings.docker_host}"
     label = settings.rancher_label
     filters = {"filters": json.dumps({"label": [label]})} if label else {}
     with engine.session(settings) as (session, root):
         try:
-            listed = get_json(session, f"{root}/containers/json", settings,
-                              what=f"{where} /containers/json", all="1", **filters)
+            body = get_body(session, f"{root}/containers/json", settings,
+                            what=f"{where} /containers/json", all="1", **filters)
         except SourceError as exc:
             raise engine.socket_error(settings.docker_host) or exc from None
+    listed, typed = parse_json(body, f"{where} /containers/json", engine_containers.decode)
     if not isinstance(listed, list):
         raise SourceError(f"{where}: /containers/json is not a list")
-    containers, skipped, aliases = [], [], set()
-    for index, item in enumerate(listed):
-        result = container(item, index, settings.docker_network)
-        if isinstance(result, Skipped):
-            skipped.append(result)
-            continue
-        containers.append(result)
-        names = (n.strip() for n in result.labels.get(ALIASES_LABEL, "").split(","))
-        aliases.update(Alias(result.stack, n) for n in names if n)
-    return SourceData(tuple(containers), tuple(sorted(aliases)), tuple(skipped))
-
-
-_HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
-
-
-def container(item: Any, index: int, network: str) -> Container | Skipped:
-    """One element of /containers/json as a Container, or a Skipped naming it."""
-    if not isinstance(item, dict) or not isinstance(item.get("Id"), str) or not item["Id"]:
-        return Skipped(f"docker containers[{index}]", "is not a container object")
-    uuid = item["Id"][:12]
-    names = item.get("Names")
-    name = names[0].lstrip("/") if isinstance(names, list) and names and isinstance(names[0], str) else ""
-    name = name or uuid
-    labels, bad_labels = text_labels(item.get("Labels") if isinstance(item.get("Labels"), dict) else {})
-    state = item.get("State") if isinstance(item.get("State"), str) and item.get("State") else "unknown"
-    status = item.get("Status") if isinstance(item.get("Status"), str) else ""
-    health = _HEALTH.search(status)
-    settings_ = item.get("NetworkSettings") if isinstance(item.get("NetworkSettings"), dict) else {}
-    networks = settings_.get("Networks") if isinstance(settings_.get("Networks"), dict) else {}
-    ip, reason = _address(networks, network)
-    result = Container(
-        name=name,
-        uuid=uuid,
-        # Not compose: the container is its own stack, and its own (only) service.
-        stack=labels.get(PROJECT_LABEL) or name,
-        service=labels.get(SERVICE_LABEL) or name,
-        ip=ip,
-        state=state,
-        health=health.group(1).removeprefix("health: ") if health else None,
-        labels=labels,
-        bad_labels=bad_labels,
-    )
-    if reason and state == "running" and result.health in ROUTABLE_HEALTH:
-        return Skipped(f"container {shown(name)}", reason)
-    return result  # not running or not healthy: routing says why it gets no traffic
-
-
-def _address(networks: dict[str, Any], wanted: str) -> tuple[str | None, str]:
-    """The container's IP on the wanted network, or on the first (by name) that gives it one; or why there is none."""
-    if wanted and wanted not in networks:
-        on = ", ".join(sorted(networks)) or "none"
-        return None, f"is not attached to network {shown(wanted)} (RHGEN_DOCKER_NETWORK; it is on {on})"
-    for name in [wanted] if wanted else sorted(networks):
-        entry = networks[name] if isinstance(networks[name], dict) else {}
-        ip = entry.get("IPAddress") or entry.get("GlobalIPv6Address")
-        if isinstance(ip, str) and ip:
-            return ip, ""
-    if wanted:
-        return None, f"has no IP address on network {shown(wanted)}"
-    if not networks or set(networks) <= {"host", "none"}:
-        return None, "has no network (network_mode host or none cannot be routed to)"
-    return None, f"has no IP address on network{'s' if len(networks) > 1 else ''} {', '.join(sorted(networks))}"
+    # An answer of another shape is digested as read: any change of it still takes the full path.
+    raw = b"docker\n" + engine_containers.routing_form(listed) if typed else bytes(body)
+    return Answers((raw,), lambda: engine_containers.source_data(listed, settings.docker_network))
 
 
 # --- watching -----------------------------------------------------------------------------------
