@@ -28,14 +28,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import requests
-
 from ..errors import SourceError
 from ..model import SourceData
-from . import engine, engine_containers
+from . import engine_containers, engine_http
 from .answers import Answers
 from .engine_containers import container  # noqa: F401 - the docker source's model of one container
-from .http import connection_reason, get_body, parse_json
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +54,11 @@ def fetch_answers(settings: Any) -> Answers:
     where = f"docker {settings.docker_host}"
     label = settings.rancher_label
     filters = {"filters": json.dumps({"label": [label]})} if label else {}
-    with engine.session(settings) as (session, root):
-        try:
-            body = get_body(session, f"{root}/containers/json", settings,
-                            what=f"{where} /containers/json", all="1", **filters)
-        except SourceError as exc:
-            raise engine.socket_error(settings.docker_host) or exc from None
-    listed, typed = parse_json(body, f"{where} /containers/json", engine_containers.decode)
+    try:
+        body = engine_http.get_body(settings, "/containers/json", f"{where} /containers/json", all="1", **filters)
+    except SourceError as exc:
+        raise engine_http.socket_error(settings.docker_host) or exc from None
+    listed, typed = engine_containers.decode(body, f"{where} /containers/json")
     if not isinstance(listed, list):
         raise SourceError(f"{where}: /containers/json is not a list")
     # An answer of another shape is digested as read: any change of it still takes the full path.
@@ -95,6 +90,11 @@ def relevant(event: Any, label: str) -> bool:
 def watch(settings: Any, notify: Callable[[], None], stop: threading.Event) -> None:
     """Follow GET /events; notify() on every relevant event, and after the daemon was unreachable.
     A stream that breaks is reopened with `since`, so the events of the gap are replayed."""
+    import requests  # the watch's stream only: a run of `rhgen generate` never imports it
+
+    from . import engine
+    from .http import connection_reason
+
     where = f"docker {settings.docker_host} /events"
     filters = json.dumps({"type": ["container", "network"]})
     since = int(time.time()) - 1  # events of the moment before the watch started are not lost

@@ -21,8 +21,10 @@ from typing import Any
 
 import msgspec
 
+from ..errors import SourceError
 from ..messages import shown
 from ..model import ROUTABLE_HEALTH, Alias, Container, Skipped, SourceData, text_labels
+from .answers import preview
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -55,13 +57,19 @@ class EngineContainer(msgspec.Struct, gc=False):
 _LIST = msgspec.json.Decoder(list[EngineContainer])
 
 
-def decode(body: bytes) -> tuple[Any, bool]:
+def decode(body: bytes, what: str) -> tuple[Any, bool]:
     """The answer as a list of EngineContainer and True; or, when it does not fit them, whatever the
-    generic decoder makes of it and False (json's ValueError or RecursionError when it is not JSON)."""
+    generic decoder makes of it and False; a SourceError (http.py's words) when it is not JSON."""
     try:
         return _LIST.decode(body), True
     except (msgspec.ValidationError, msgspec.DecodeError):
+        pass
+    try:
         return json.loads(body), False
+    except ValueError:
+        raise SourceError(f"{what}: answer is not JSON ({preview(body)})") from None
+    except RecursionError:  # json raises it, not ValueError, for arrays nested a few thousand deep
+        raise SourceError(f"{what}: answer is not JSON of a usable shape (nested too deeply)") from None
 
 
 _HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
