@@ -55,6 +55,17 @@ def test_an_unchanged_docker_run_makes_no_model_though_the_status_text_changed(e
     assert result.stdout == "7 hosts → 8 backends, 9 servers; no change\n"
 
 
+def test_an_unchanged_docker_run_imports_neither_requests_nor_jinja2(env, docker_lab, run_rhgen, target):
+    lab = docker_lab
+    lab.backend(lab.name("web"), lab.network("net"), {lab.route_label: "80"})
+    armed(run_rhgen, env, target)
+    result = generated(run_rhgen, {**env, "PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.stdout.endswith("no change\n")
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "click" in imported and "msgspec" in imported  # the import log is really there
+    assert not {name for name in imported if name.split(".")[0] in ("requests", "urllib3", "jinja2", "cryptography")}
+
+
 def pause(lab, web, net):
     docker("pause", web)
 

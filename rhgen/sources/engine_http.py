@@ -101,6 +101,8 @@ def _read_body(answer: http.client.HTTPResponse, what: str, deadline: float, cap
         if time.monotonic() > deadline:
             raise _Transient("answer took longer than the read timeout")
         body += chunk
+    if answer.length:  # bytes announced by Content-Length that never came: read1() gives b"" at the close
+        raise _Transient("answer cut short")
     return body
 
 
