@@ -67,7 +67,10 @@ def get_body(settings: Any, path: str, what: str, **params: str) -> bytearray:
 
 def _get_once(settings: Any, url: str, what: str) -> bytearray:
     deadline = time.monotonic() + settings.metadata_read_timeout
-    connection = _Connection(settings.docker_host, settings.metadata_connect_timeout, settings.metadata_read_timeout)
+    try:  # a port that is not a number (tcp://host:x) is an InvalidURL here: an HTTPException
+        connection = _Connection(settings.docker_host, settings.metadata_connect_timeout, settings.metadata_read_timeout)
+    except http.client.HTTPException as exc:
+        raise SourceError(f"{what}: {exc.__class__.__name__} ({exc})") from None
     try:
         connection.request("GET", url, headers={"Accept": "application/json"})
         answer = connection.getresponse()
