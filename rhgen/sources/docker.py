@@ -16,7 +16,10 @@ side) per run holds everything routing needs, so no container is inspected:
 engine_containers.py decodes the answer and makes the model of it; fetch_answers() lets the
 no-change shortcut skip the model when nothing routing reads has changed since the last run.
 
-Watching follows GET /events, a stream of one JSON object per line.
+Watching follows GET /events, a stream of one JSON object per line. Network events carry no
+container labels, only the container's ID: the watch keeps the IDs of the labelled containers
+(listed when the stream opens, then learnt from their own events), so that other containers
+joining and leaving networks on a busy host cause no run.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import SourceError
+from ..messages import shown
 from ..model import SourceData
 from . import engine_containers, engine_http
 from .answers import Answers
@@ -69,22 +73,60 @@ def fetch_answers(settings: Any) -> Answers:
 # --- watching -----------------------------------------------------------------------------------
 
 
-def relevant(event: Any, label: str) -> bool:
+def relevant(event: Any, label: str, labelled: set[str] | None = None) -> bool:
     """True for an event that may change routing: a labelled container starting, stopping, changing
-    health, ..., or any container joining or leaving a network."""
+    health, ..., or joining or leaving a network. Network events carry no container labels, only the
+    container's ID: with `labelled` (the IDs of the containers with the routing label) only theirs
+    count; with None (no RANCHER_LABEL: every container is routed) every one does."""
     if not isinstance(event, dict):
         return False
     kind = event.get("Type") or "container"
     action = event.get("Action") or event.get("status") or ""
     if not isinstance(action, str):
         return False
+    attributes = _attributes(event)
     if kind == "network":
-        return action in ("connect", "disconnect")
+        if action not in ("connect", "disconnect"):
+            return False
+        # Without attributes the container is unknown: counted, as a missed change costs more than a run.
+        return labelled is None or attributes is None or attributes.get("container") in labelled
     if kind != "container" or action.startswith("exec_") or action in QUIET_ACTIONS:
         return False
-    actor = event.get("Actor") if isinstance(event.get("Actor"), dict) else {}
-    attributes = actor.get("Attributes") if isinstance(actor.get("Attributes"), dict) else None
     return attributes is None or not label or label in attributes
+
+
+def track(event: Any, label: str, labelled: set[str]) -> None:
+    """Keep `labelled` up to date from a container event: a labelled container's events (its create
+    first of all) add its ID, its destroy takes it out again."""
+    attributes = _attributes(event)
+    if not attributes or label not in attributes or (event.get("Type") or "container") != "container":
+        return
+    container_id = event["Actor"].get("ID")
+    if isinstance(container_id, str):
+        if (event.get("Action") or event.get("status")) == "destroy":
+            labelled.discard(container_id)
+        else:
+            labelled.add(container_id)
+
+
+def _attributes(event: Any) -> dict[str, Any] | None:
+    actor = event.get("Actor") if isinstance(event, dict) else None
+    attributes = actor.get("Attributes") if isinstance(actor, dict) else None
+    return attributes if isinstance(attributes, dict) else None
+
+
+def labelled_ids(settings: Any) -> set[str] | None:
+    """The IDs of every container with the routing label, stopped ones included; None without a label."""
+    if not settings.rancher_label:
+        return None
+    where = f"docker {settings.docker_host} /containers/json"
+    body = engine_http.get_body(settings, "/containers/json", where, all="1",
+                                filters=json.dumps({"label": [settings.rancher_label]}))
+    listed, _ = engine_containers.decode(body, where)
+    if not isinstance(listed, list):
+        raise SourceError(f"{where}: is not a list")
+    ids = (item.get("Id") if isinstance(item, dict) else getattr(item, "Id", None) for item in listed)
+    return {found for found in ids if isinstance(found, str)}
 
 
 def watch(settings: Any, notify: Callable[[], None], stop: threading.Event) -> None:
@@ -103,6 +145,8 @@ def watch(settings: Any, notify: Callable[[], None], stop: threading.Event) -> N
     while not stop.is_set():
         opened, streaming = time.monotonic(), False
         try:
+            # Listed after `since` was taken: a container created meanwhile has its create replayed.
+            labelled = labelled_ids(settings)
             with engine.session(settings) as (session, root), session.get(
                 f"{root}/events", params={"filters": filters, "since": str(since)}, stream=True,
                 timeout=(settings.metadata_connect_timeout, engine.EVENTS_IDLE_SECONDS),
@@ -123,7 +167,10 @@ def watch(settings: Any, notify: Callable[[], None], stop: threading.Event) -> N
                         if nano <= last_nano:
                             continue  # replayed after a reopen: seen already
                         last_nano = nano
-                    if relevant(event, settings.rancher_label):
+                    if labelled is not None:
+                        track(event, settings.rancher_label, labelled)
+                    if relevant(event, settings.rancher_label, labelled):
+                        log.info("%s: %s", where, _described(event))
                         notify()
         except requests.RequestException as exc:
             if not streaming:
@@ -140,6 +187,15 @@ def watch(settings: Any, notify: Callable[[], None], stop: threading.Event) -> N
         log.info("%s: stream ended; reopening", where)
         if time.monotonic() - opened < 1.0:
             stop.wait(1.0)
+
+
+def _described(event: dict[str, Any]) -> str:
+    """A relevant event in a few words (with -v): "container start 'web-1'", "network connect of container 0123456789ab"."""
+    action = event.get("Action") or event.get("status")
+    attributes = _attributes(event) or {}
+    if (event.get("Type") or "container") == "network":
+        return f"network {action} of container {str(attributes.get('container', '?'))[:12]}"
+    return f"container {action} {shown(str(attributes.get('name', '?')))}"
 
 
 def _parse_event(line: bytes) -> Any:
