@@ -7,8 +7,9 @@ whose inputs digest matches, and whose live files still hash to the recorded out
 is done without importing Jinja2 or cryptography, rendering or running haproxy. Anything
 else (no stamp, a file edited by hand, a certificate near expiry) takes the full path.
 
-Before that, a shorter cut for the Rancher-shaped sources (rancher, file): a second small file
-(.rhgen.answers) records a digest of the answers' raw bytes with everything else (every
+Before that, a shorter cut for the sources with a fetch_answers (rancher, file, docker; docker's
+answers are the routing form of its list, without the Status text that changes every second):
+a second small file (.rhgen.answers) records a digest of the answers' raw bytes with everything else (every
 setting, templates, certificate files) and the inputs digest the model made of them. When the
 same bytes come again and the live files are still those inputs' outputs, the model would come
 out the same (it is made of the answers, the settings and the live files only), so the run is

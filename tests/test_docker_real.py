@@ -156,7 +156,13 @@ def test_only_running_healthy_containers_get_traffic(env, docker_lab, run_rhgen,
              and lab.inspect(names["restarting"])["State"]["Restarting"], 30, "the restart loop")
 
     generated(run_rhgen, env)
-    data = routes(run_rhgen, env)
+    # Between two restarts the looping container is "running" for a moment, and routed if listed
+    # then: wait for a list that caught it restarting (one that never does fails the test).
+    def caught_restarting():
+        listed = routes(run_rhgen, env)
+        return listed if f"container {names['restarting']!r}" in {s["what"] for s in listed["skipped"]} else None
+
+    data = wait_for(caught_restarting, 30, "a list with the looping container restarting")
     haproxy.start()
     routed = {(200, names["healthy"] + "\n"), (200, names["nocheck"] + "\n")}
     assert answers(haproxy, f"{project}.dev.tld", times=12) == routed
@@ -325,6 +331,34 @@ def test_watch_ignores_health_check_exec_events(env, docker_lab):
     finally:
         watcher.close()
         recorder.close()
+
+
+def test_watch_ignores_network_events_of_unlabelled_containers(env, docker_lab):
+    lab = docker_lab
+    net, side = lab.network("net"), lab.network("side")
+    web, other = lab.name("web"), lab.name("other")
+    web_id = lab.backend(web, net, {lab.route_label: "80"})
+    other_id = lab.run(BACKEND_IMAGE, "sleep", "600", name=other, network=net)  # no routing label: not ours
+    watcher = Watch({**env, "RHGEN_SETTLE": "0.1", "RHGEN_RESYNC": "3600"}, "-v")
+    try:
+        watcher.wait_out("changed:", timeout=20)
+        late_id = lab.backend(lab.name("late"), net, {lab.route_label: "80"})  # known from its own events
+        docker("network", "connect", side, other)
+        docker("network", "disconnect", side, other)
+        docker("network", "connect", side, web)
+        docker("network", "connect", side, lab.name("late"))
+        # The stream is read in order: once the labelled containers' connects are in, the other's two
+        # events were read before them, and each event that counts is logged (-v) as it notifies.
+        ours = [f"network connect of container {cid[:12]}" for cid in (web_id, late_id)]
+        seen = lambda needle: any(needle in line for line in watcher.err)  # noqa: E731
+        wait_for(lambda: all(map(seen, ours)), 20, f"{ours} in the watch's log")
+        after = max(i for i, line in enumerate(watcher.err) if any(needle in line for needle in ours))
+        wait_for(lambda: any(line.startswith("run: ") or " run: " in line for line in watcher.err[after:]), 20,
+                 f"a run on the labelled container's connect: {watcher.err[after:]}")
+        assert [line for line in watcher.err if other_id[:12] in line] == []
+        assert watcher.stop() == 0
+    finally:
+        watcher.close()
 
 
 def env_file(env, key):

@@ -64,3 +64,54 @@ def test_disable_metadata_and_docker_source_contradict(tmp_path, daemon):
     result = run(tmp_path, daemon, "generate", DISABLE_METADATA="true", METADATA_FILE=str(tmp_path / "m.json"))
     assert result.returncode == 2
     assert "contradict" in result.stderr
+
+
+# --- faults of the daemon's answer: the one list call per run (engine_http.py) --------------------
+# The daemon over tcp://, played by the metadata test server answering /containers/json as told.
+
+LIST = "/containers/json?all=1"  # what rhgen asks with RANCHER_LABEL empty (no label filter)
+BIG = b"[" + b" " * 10_000 + b"]"
+DAEMON_FAULTS = {  # name -> (the answer, env for the run, the words the error line must hold)
+    "HTTP 503": ({"status": 503, "body": b'{"message": "starting"}'}, {}, "HTTP 503"),
+    "HTTP 404": ({"status": 404, "body": b'{"message": "page not found"}'}, {}, "HTTP 404"),
+    "not JSON": ({"body": b"<html><body>proxy</body></html>"}, {}, "answer is not JSON (starts with '<html>"),
+    "a mapping, not a list": ({"body": b'{"message": "hello"}'}, {}, "/containers/json is not a list"),
+    "hangs": ({"hang": True}, {"RHGEN_READ_TIMEOUT": "0.3"}, "timed out"),
+    "trickles": ({"body": b"[]" + b" " * 100, "drip": 0.02}, {"RHGEN_READ_TIMEOUT": "0.5"},
+                 "answer took longer than the read timeout"),
+    "cut short": ({"body": BIG, "cut": 100}, {}, "answer cut short"),
+    "over the cap (Content-Length)": ({"body": BIG}, {"RHGEN_MAX_ANSWER_BYTES": "4096"},
+                                      "answer of 10002 bytes is over the 4096-byte cap"),
+    "over the cap (chunked)": ({"body": BIG, "chunked": True}, {"RHGEN_MAX_ANSWER_BYTES": "4096"},
+                               "answer is over the 4096-byte cap"),
+}
+
+
+@pytest.mark.parametrize("fault", DAEMON_FAULTS)
+def test_a_daemon_answer_that_cannot_be_used_is_one_error_line(tmp_path, metadata_server, fault):
+    answer, env, words = DAEMON_FAULTS[fault]
+    metadata_server.answer(LIST, **answer)
+    host = metadata_server.host.removeprefix("http://")
+    live = tmp_path / "live"
+    live.mkdir()
+    env = rhgen_env(live, free_port(), RHGEN_SOURCE="docker", DOCKER_HOST=f"tcp://{host}", RANCHER_LABEL="", **env)
+    result = subprocess.run([sys.executable, "-m", "rhgen", "generate"], env=env, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert result.stderr.startswith(f"rhgen: error: docker tcp://{host}")
+    assert words in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert metadata_server.paths() == [LIST]
+    assert list(live.iterdir()) == []
+
+
+def test_a_failing_daemon_is_tried_again_within_the_bound(tmp_path, metadata_server):
+    metadata_server.answer(LIST, status=503, body=b"{}")
+    host = metadata_server.host.removeprefix("http://")
+    env = rhgen_env(tmp_path, free_port(), RHGEN_SOURCE="docker", DOCKER_HOST=f"tcp://{host}", RANCHER_LABEL="",
+                    RHGEN_RETRIES="2")
+    result = subprocess.run([sys.executable, "-m", "rhgen", "generate"], env=env, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith("/containers/json: HTTP 503 after 3 tries")
+    tries = metadata_server.requests_to(LIST)
+    assert len(tries) == 3 and 0.2 <= tries[1].time - tries[0].time < 0.75

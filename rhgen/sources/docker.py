@@ -13,32 +13,33 @@ side) per run holds everything routing needs, so no container is inspected:
 - label rhgen.aliases=www,shop.example.com adds host names for the container's stack, merged
   (union) over the stack's containers: Aliases, as the Rancher proxy's aliases are.
 
-Watching follows GET /events, a stream of one JSON object per line.
+engine_containers.py decodes the answer and makes the model of it; fetch_answers() lets the
+no-change shortcut skip the model when nothing routing reads has changed since the last run.
+
+Watching follows GET /events, a stream of one JSON object per line. Network events carry no
+container labels, only the container's ID: the watch keeps the IDs of the labelled containers
+(listed when the stream opens, then learnt from their own events), so that other containers
+joining and leaving networks on a busy host cause no run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-import requests
-
 from ..errors import SourceError
 from ..messages import shown
-from ..model import ROUTABLE_HEALTH, Alias, Container, Skipped, SourceData, text_labels
-from . import engine
-from .http import connection_reason, get_json
+from ..model import SourceData
+from . import engine_containers, engine_http
+from .answers import Answers
+from .engine_containers import container  # noqa: F401 - the docker source's model of one container
 
 log = logging.getLogger(__name__)
 
-PROJECT_LABEL = "com.docker.compose.project"
-SERVICE_LABEL = "com.docker.compose.service"
-ALIASES_LABEL = "rhgen.aliases"
 # Container events that never change routing (health checks run as exec_* every interval).
 QUIET_ACTIONS = {"attach", "detach", "resize", "top", "export", "copy", "archive-path", "extract-to-dir",
                  "commit", "create", "mount", "unmount"}
@@ -48,105 +49,94 @@ QUIET_ACTIONS = {"attach", "detach", "resize", "top", "export", "copy", "archive
 
 
 def fetch(settings: Any) -> SourceData:
+    return fetch_answers(settings).decode()
+
+
+def fetch_answers(settings: Any) -> Answers:
+    """The list as read and decoded into structs; the model waits until the no-change shortcut has
+    had its look at the answer's routing form (engine_containers.py: never its Status text)."""
     where = f"docker {settings.docker_host}"
     label = settings.rancher_label
     filters = {"filters": json.dumps({"label": [label]})} if label else {}
-    with engine.session(settings) as (session, root):
-        try:
-            listed = get_json(session, f"{root}/containers/json", settings,
-                              what=f"{where} /containers/json", all="1", **filters)
-        except SourceError as exc:
-            raise engine.socket_error(settings.docker_host) or exc from None
+    try:
+        body = engine_http.get_body(settings, "/containers/json", f"{where} /containers/json", all="1", **filters)
+    except SourceError as exc:
+        raise engine_http.socket_error(settings.docker_host) or exc from None
+    listed, typed = engine_containers.decode(body, f"{where} /containers/json")
     if not isinstance(listed, list):
         raise SourceError(f"{where}: /containers/json is not a list")
-    containers, skipped, aliases = [], [], set()
-    for index, item in enumerate(listed):
-        result = container(item, index, settings.docker_network)
-        if isinstance(result, Skipped):
-            skipped.append(result)
-            continue
-        containers.append(result)
-        names = (n.strip() for n in result.labels.get(ALIASES_LABEL, "").split(","))
-        aliases.update(Alias(result.stack, n) for n in names if n)
-    return SourceData(tuple(containers), tuple(sorted(aliases)), tuple(skipped))
-
-
-_HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
-
-
-def container(item: Any, index: int, network: str) -> Container | Skipped:
-    """One element of /containers/json as a Container, or a Skipped naming it."""
-    if not isinstance(item, dict) or not isinstance(item.get("Id"), str) or not item["Id"]:
-        return Skipped(f"docker containers[{index}]", "is not a container object")
-    uuid = item["Id"][:12]
-    names = item.get("Names")
-    name = names[0].lstrip("/") if isinstance(names, list) and names and isinstance(names[0], str) else ""
-    name = name or uuid
-    labels, bad_labels = text_labels(item.get("Labels") if isinstance(item.get("Labels"), dict) else {})
-    state = item.get("State") if isinstance(item.get("State"), str) and item.get("State") else "unknown"
-    status = item.get("Status") if isinstance(item.get("Status"), str) else ""
-    health = _HEALTH.search(status)
-    settings_ = item.get("NetworkSettings") if isinstance(item.get("NetworkSettings"), dict) else {}
-    networks = settings_.get("Networks") if isinstance(settings_.get("Networks"), dict) else {}
-    ip, reason = _address(networks, network)
-    result = Container(
-        name=name,
-        uuid=uuid,
-        # Not compose: the container is its own stack, and its own (only) service.
-        stack=labels.get(PROJECT_LABEL) or name,
-        service=labels.get(SERVICE_LABEL) or name,
-        ip=ip,
-        state=state,
-        health=health.group(1).removeprefix("health: ") if health else None,
-        labels=labels,
-        bad_labels=bad_labels,
-    )
-    if reason and state == "running" and result.health in ROUTABLE_HEALTH:
-        return Skipped(f"container {shown(name)}", reason)
-    return result  # not running or not healthy: routing says why it gets no traffic
-
-
-def _address(networks: dict[str, Any], wanted: str) -> tuple[str | None, str]:
-    """The container's IP on the wanted network, or on the first (by name) that gives it one; or why there is none."""
-    if wanted and wanted not in networks:
-        on = ", ".join(sorted(networks)) or "none"
-        return None, f"is not attached to network {shown(wanted)} (RHGEN_DOCKER_NETWORK; it is on {on})"
-    for name in [wanted] if wanted else sorted(networks):
-        entry = networks[name] if isinstance(networks[name], dict) else {}
-        ip = entry.get("IPAddress") or entry.get("GlobalIPv6Address")
-        if isinstance(ip, str) and ip:
-            return ip, ""
-    if wanted:
-        return None, f"has no IP address on network {shown(wanted)}"
-    if not networks or set(networks) <= {"host", "none"}:
-        return None, "has no network (network_mode host or none cannot be routed to)"
-    return None, f"has no IP address on network{'s' if len(networks) > 1 else ''} {', '.join(sorted(networks))}"
+    # An answer of another shape is digested as read: any change of it still takes the full path.
+    raw = b"docker\n" + engine_containers.routing_form(listed) if typed else bytes(body)
+    return Answers((raw,), lambda: engine_containers.source_data(listed, settings.docker_network))
 
 
 # --- watching -----------------------------------------------------------------------------------
 
 
-def relevant(event: Any, label: str) -> bool:
+def relevant(event: Any, label: str, labelled: set[str] | None = None) -> bool:
     """True for an event that may change routing: a labelled container starting, stopping, changing
-    health, ..., or any container joining or leaving a network."""
+    health, ..., or joining or leaving a network. Network events carry no container labels, only the
+    container's ID: with `labelled` (the IDs of the containers with the routing label) only theirs
+    count; with None (no RANCHER_LABEL: every container is routed) every one does."""
     if not isinstance(event, dict):
         return False
     kind = event.get("Type") or "container"
     action = event.get("Action") or event.get("status") or ""
     if not isinstance(action, str):
         return False
+    attributes = _attributes(event)
     if kind == "network":
-        return action in ("connect", "disconnect")
+        if action not in ("connect", "disconnect"):
+            return False
+        # Without attributes the container is unknown: counted, as a missed change costs more than a run.
+        return labelled is None or attributes is None or attributes.get("container") in labelled
     if kind != "container" or action.startswith("exec_") or action in QUIET_ACTIONS:
         return False
-    actor = event.get("Actor") if isinstance(event.get("Actor"), dict) else {}
-    attributes = actor.get("Attributes") if isinstance(actor.get("Attributes"), dict) else None
     return attributes is None or not label or label in attributes
+
+
+def track(event: Any, label: str, labelled: set[str]) -> None:
+    """Keep `labelled` up to date from a container event: a labelled container's events (its create
+    first of all) add its ID, its destroy takes it out again."""
+    attributes = _attributes(event)
+    if not attributes or label not in attributes or (event.get("Type") or "container") != "container":
+        return
+    container_id = event["Actor"].get("ID")
+    if isinstance(container_id, str):
+        if (event.get("Action") or event.get("status")) == "destroy":
+            labelled.discard(container_id)
+        else:
+            labelled.add(container_id)
+
+
+def _attributes(event: Any) -> dict[str, Any] | None:
+    actor = event.get("Actor") if isinstance(event, dict) else None
+    attributes = actor.get("Attributes") if isinstance(actor, dict) else None
+    return attributes if isinstance(attributes, dict) else None
+
+
+def labelled_ids(settings: Any) -> set[str] | None:
+    """The IDs of every container with the routing label, stopped ones included; None without a label."""
+    if not settings.rancher_label:
+        return None
+    where = f"docker {settings.docker_host} /containers/json"
+    body = engine_http.get_body(settings, "/containers/json", where, all="1",
+                                filters=json.dumps({"label": [settings.rancher_label]}))
+    listed, _ = engine_containers.decode(body, where)
+    if not isinstance(listed, list):
+        raise SourceError(f"{where}: is not a list")
+    ids = (item.get("Id") if isinstance(item, dict) else getattr(item, "Id", None) for item in listed)
+    return {found for found in ids if isinstance(found, str)}
 
 
 def watch(settings: Any, notify: Callable[[], None], stop: threading.Event) -> None:
     """Follow GET /events; notify() on every relevant event, and after the daemon was unreachable.
     A stream that breaks is reopened with `since`, so the events of the gap are replayed."""
+    import requests  # the watch's stream only: a run of `rhgen generate` never imports it
+
+    from . import engine
+    from .http import connection_reason
+
     where = f"docker {settings.docker_host} /events"
     filters = json.dumps({"type": ["container", "network"]})
     since = int(time.time()) - 1  # events of the moment before the watch started are not lost
@@ -155,6 +145,8 @@ def watch(settings: Any, notify: Callable[[], None], stop: threading.Event) -> N
     while not stop.is_set():
         opened, streaming = time.monotonic(), False
         try:
+            # Listed after `since` was taken: a container created meanwhile has its create replayed.
+            labelled = labelled_ids(settings)
             with engine.session(settings) as (session, root), session.get(
                 f"{root}/events", params={"filters": filters, "since": str(since)}, stream=True,
                 timeout=(settings.metadata_connect_timeout, engine.EVENTS_IDLE_SECONDS),
@@ -175,7 +167,10 @@ def watch(settings: Any, notify: Callable[[], None], stop: threading.Event) -> N
                         if nano <= last_nano:
                             continue  # replayed after a reopen: seen already
                         last_nano = nano
-                    if relevant(event, settings.rancher_label):
+                    if labelled is not None:
+                        track(event, settings.rancher_label, labelled)
+                    if relevant(event, settings.rancher_label, labelled):
+                        log.info("%s: %s", where, _described(event))
                         notify()
         except requests.RequestException as exc:
             if not streaming:
@@ -192,6 +187,15 @@ def watch(settings: Any, notify: Callable[[], None], stop: threading.Event) -> N
         log.info("%s: stream ended; reopening", where)
         if time.monotonic() - opened < 1.0:
             stop.wait(1.0)
+
+
+def _described(event: dict[str, Any]) -> str:
+    """A relevant event in a few words (with -v): "container start 'web-1'", "network connect of container 0123456789ab"."""
+    action = event.get("Action") or event.get("status")
+    attributes = _attributes(event) or {}
+    if (event.get("Type") or "container") == "network":
+        return f"network {action} of container {str(attributes.get('container', '?'))[:12]}"
+    return f"container {action} {shown(str(attributes.get('name', '?')))}"
 
 
 def _parse_event(line: bytes) -> Any:

@@ -1,11 +1,11 @@
 """The Docker Engine API connection shared by the docker and swarm sources: DOCKER_HOST is
-unix:///path/docker.sock (default) or tcp://host:port; requests go through the one JSON client."""
+unix:///path/docker.sock (default) or tcp://host:port; requests go through the one JSON client.
+(The docker source's one list call per run goes through engine_http.py instead, on the standard
+library: a no-change run does not import requests.)"""
 
 from __future__ import annotations
 
-import grp
 import logging
-import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -83,30 +83,6 @@ def session(settings: Any) -> Iterator[tuple[requests.Session, str]]:
             yield http, "http://docker"
         else:
             yield http, "http://" + settings.docker_host[len("tcp://"):]
-
-
-def socket_error(docker_host: str) -> SourceError | None:
-    """After a failed call: a one-line error saying what to do when the unix socket is missing or
-    not ours to use (the two ways a container is usually set up wrong); None for anything else."""
-    if not docker_host.startswith("unix://"):
-        return None
-    path = docker_host[len("unix://"):]
-    if not os.path.exists(path):
-        return SourceError(
-            f"docker socket {path} not found (DOCKER_HOST={docker_host}): mount it into the container with "
-            f"-v /var/run/docker.sock:{path}:ro"
-        )
-    if not os.access(path, os.R_OK | os.W_OK):
-        stat = os.stat(path)
-        try:
-            group = grp.getgrgid(stat.st_gid).gr_name
-        except KeyError:
-            group = str(stat.st_gid)
-        return SourceError(
-            f"docker socket {path}: permission denied (owned by group {group}, gid {stat.st_gid}, mode "
-            f"{stat.st_mode & 0o777:o}): run rhgen in that group (docker run --group-add {stat.st_gid}) or as root"
-        )
-    return None
 
 
 def pause(where: str, reason: str, failures: int, stop: threading.Event) -> None:
