@@ -17,7 +17,6 @@ import requests.adapters
 import urllib3.connection
 import urllib3.connectionpool
 
-from ..errors import SourceError
 from . import retry_delay
 
 log = logging.getLogger(__name__)
