@@ -24,12 +24,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-import requests
-
 from ..errors import SourceError
 from ..model import Container, Skipped, SourceData, text_labels
-from . import engine
-from .http import get_json
+from . import engine_http
+from .plain_http import parse_json
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +37,10 @@ RUNNING = json.dumps({"desired-state": ["running"]})
 
 def fetch(settings: Any) -> SourceData:
     where = f"swarm {settings.docker_host}"
-    with engine.session(settings) as (session, root):
-        _require_manager(get_json(session, f"{root}/info", settings, what=f"{where} /info"), where)
-        networks = _listed(session, root, settings, where, "networks")
-        services = _listed(session, root, settings, where, "services")
-        tasks = _listed(session, root, settings, where, "tasks", filters=RUNNING)
+    _require_manager(_get(settings, where, "info"), where)
+    networks = _listed(settings, where, "networks")
+    services = _listed(settings, where, "services")
+    tasks = _listed(settings, where, "tasks", filters=RUNNING)
     names = {n["Id"]: n["Name"] for n in networks
              if isinstance(n, dict) and isinstance(n.get("Id"), str) and isinstance(n.get("Name"), str)}
     by_service: dict[str, list[dict[str, Any]]] = {}
@@ -66,8 +63,14 @@ def _require_manager(info: Any, where: str) -> None:
         raise SourceError(f"{where}: this node is a worker: point DOCKER_HOST at a manager")
 
 
-def _listed(session: requests.Session, root: str, settings: Any, where: str, kind: str, **params: str) -> list[Any]:
-    answer = get_json(session, f"{root}/{kind}", settings, what=f"{where} /{kind}", **params)
+def _get(settings: Any, where: str, kind: str, **params: str) -> Any:
+    """One answer of the Engine API as JSON (engine_http.py: the standard library's client)."""
+    what = f"{where} /{kind}"
+    return parse_json(engine_http.get_body(settings, f"/{kind}", what, **params), what)
+
+
+def _listed(settings: Any, where: str, kind: str, **params: str) -> list[Any]:
+    answer = _get(settings, where, kind, **params)
     if not isinstance(answer, list):
         raise SourceError(f"{where}: /{kind} is not a list")
     return answer
@@ -177,8 +180,7 @@ def _pick(attached: dict[str, tuple[str, str]], wanted: str) -> tuple[str | None
 def digest(settings: Any) -> str:
     """A fingerprint of what the task poll watches: running tasks, their state and addresses."""
     where = f"swarm {settings.docker_host}"
-    with engine.session(settings) as (session, root):
-        tasks = _listed(session, root, settings, where, "tasks", filters=RUNNING)
+    tasks = _listed(settings, where, "tasks", filters=RUNNING)
     seen = sorted(
         (str(t.get("ID")), json.dumps(t.get("Status", {}).get("State") if isinstance(t.get("Status"), dict) else None),
          json.dumps(t.get("NetworksAttachments"), sort_keys=True, default=str))
@@ -190,6 +192,8 @@ def digest(settings: Any) -> str:
 def watch(settings: Any, notify: Callable[[], None], stop: threading.Event) -> None:
     """Service events (create, update, remove) from GET /events, and a task poll every
     RHGEN_SWARM_POLL seconds: notify() on either."""
+    from . import engine  # the watch's streams are on requests; a one-shot run never imports it
+
     events = threading.Thread(target=_follow_events, args=(settings, notify, stop), name="swarm-events", daemon=True)
     events.start()
     where = f"swarm {settings.docker_host} /tasks"
@@ -197,7 +201,7 @@ def watch(settings: Any, notify: Callable[[], None], stop: threading.Event) -> N
     while not stop.is_set():
         try:
             current = digest(settings)
-        except (SourceError, requests.RequestException) as exc:
+        except SourceError as exc:
             failures += 1
             engine.pause(where, str(exc), failures, stop)
             continue
@@ -211,6 +215,10 @@ def watch(settings: Any, notify: Callable[[], None], stop: threading.Event) -> N
 
 
 def _follow_events(settings: Any, notify: Callable[[], None], stop: threading.Event) -> None:
+    import requests
+
+    from . import engine
+
     where = f"swarm {settings.docker_host} /events"
     filters = json.dumps({"type": ["service"]})
     failures = 0
