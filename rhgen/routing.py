@@ -44,7 +44,7 @@ def host_label(stack: str) -> str:
     return dns_lower(stack).replace("_", "-")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Entry:
     container: Container
     ask: Ask
