@@ -10,9 +10,11 @@ without what it asked for.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,13 +152,20 @@ def parse_route_host(raw: Any) -> str:
     return text
 
 
-def asks_of(container: Container, label: str) -> tuple[list[Ask], list[Skipped]]:
+@functools.lru_cache(maxsize=8)
+def _default_only(label: str) -> tuple[Ask, ...]:
+    """The asks of a container with only the port label: one shared, immutable Ask (the seed's
+    case, 10,000 times a run at 10,000 containers, each of which would otherwise build its own)."""
+    return (Ask("", label),)
+
+
+def asks_of(container: Container, label: str) -> tuple[Sequence[Ask], Sequence[Skipped]]:
     """The routes `container` asks for, or why a label (and so a route) is refused."""
     labels = container.labels
     prefix = label + "."
     keys = "\n" + "\n".join(labels)  # one scan in C: most containers carry no routing option
     if "\nrhgen." not in keys and "\n" + prefix not in keys:
-        return ([Ask("", label)] if label in labels else []), []  # the seed's case, 10,000 times a run
+        return (_default_only(label) if label in labels else ()), ()
     skipped: list[Skipped] = []
     who = f"container {shown(container.name)}"
 

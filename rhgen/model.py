@@ -3,6 +3,9 @@ Containers and Aliases) to what templates see (Routing of Backends, Servers and 
 
 Sources build Containers and Aliases from their own answers, type-checked (text is text);
 routing.py then checks what reaches a template (ports, addresses, names) and builds the Routing.
+
+The classes made once per container or server are slotted: at 10,000 containers that is 50,000
+objects, each 48 bytes smaller without its own attribute dict.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ WILDCARD_LABELS = 8  # a wildcard has at most this many labels after `*.` (*.sho
 PROXY_KEYWORDS = ("send-proxy", "send-proxy-v2", "send-proxy-v2-ssl", "send-proxy-v2-ssl-cn")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Container:
     """The fields of one source container that routing needs, already type-checked."""
 
@@ -34,7 +37,7 @@ class Container:
     bad_labels: tuple[tuple[str, str], ...] = ()  # (label, kind) of values that are no text, left out
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Alias:
     """One more host name for a stack: `www` (gets the stack domain) or a full `shop.example.com`."""
 
@@ -42,7 +45,7 @@ class Alias:
     name: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Skipped:
     """Something from the source that gets no traffic, and why."""
 
@@ -64,7 +67,7 @@ class SourceData:
     service_metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Server:
     name: str
     address: str  # host part as written in haproxy.cfg ("10.0.0.1" or "[fd00::1]")
@@ -74,7 +77,7 @@ class Server:
     health_path: str = ""  # HTTP check path from the rhgen.healthcheck label; "" checks TCP only
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Backend:
     name: str
     stack: str
@@ -103,7 +106,7 @@ class Backend:
         return paths.pop() if len(paths) == 1 else ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Route:
     """A host and the site it routes to: a backend's name, or (with path routes) the site whose
     PathRoutes choose the backend."""
@@ -114,7 +117,7 @@ class Route:
     route: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PathRoute:
     """Requests to `site` whose path starts with `prefix` (on a segment boundary) go to `backend`."""
 

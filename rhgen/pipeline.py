@@ -4,9 +4,12 @@ certificates (acme.py), which come after routing and never undo it."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -71,8 +74,28 @@ def preview(settings: Any) -> Outcome:
     return Outcome(planned.routing, tuple(f.path for f in changed), diff=plan.unified_diff(changed), counts=planned.counts)
 
 
+@contextlib.contextmanager
+def _objects_kept() -> Iterator[None]:
+    """No cyclic garbage collection while a run builds what it keeps until its end. Decoding, the
+    model and rendering make some 100,000 objects at 10,000 containers, none of them in a cycle;
+    the collector, triggered by their very number, would scan them again and again as they grow
+    (about 50 ms of a changed run) and free nothing. Reference counting still frees all else."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def route(settings: Any, allow_empty: bool, wait_for_drains: bool = True) -> tuple[Outcome, plan.Plan]:
     """Routing: plan, then apply (or nothing when the inputs did not change)."""
+    with _objects_kept():
+        return _route(settings, allow_empty, wait_for_drains)
+
+
+def _route(settings: Any, allow_empty: bool, wait_for_drains: bool) -> tuple[Outcome, plan.Plan]:
     anchor = settings.haproxy_backend_config
     planned = plan.make(settings, folder_of(anchor))
     if planned.in_service:

@@ -44,7 +44,7 @@ def host_label(stack: str) -> str:
     return dns_lower(stack).replace("_", "-")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Entry:
     container: Container
     ask: Ask
@@ -76,16 +76,19 @@ def build_routing(
     # host label -> stack -> [entry]; every labelled container claims its stack's host label,
     # routable or not: a stack restarting all its containers keeps its host.
     candidates: dict[str, dict[str, list[_Entry]]] = {}
+    sites: dict[str, str | None] = {}  # stack -> its host label, None when it makes no host: once per stack
 
     for container in sorted(source.containers, key=lambda c: (c.stack, c.service, c.uuid, c.name)):
         for key, kind in container.bad_labels:
             skipped.append(Skipped(f"label {shown(key)} of container {shown(container.name)}", f"is a {kind}, not text"))
         if not _wants_routing(container, label):
             continue
-        what = f"container {shown(container.name)}"
-        site = host_label(container.stack)
-        if not is_dns_label(site) or len(f"{site}.{domain}") > 253:
-            skipped.append(Skipped(what, f"stack {shown(container.stack)} is not a valid DNS label"))
+        if container.stack not in sites:
+            site = host_label(container.stack)
+            sites[container.stack] = site if is_dns_label(site) and len(f"{site}.{domain}") <= 253 else None
+        site = sites[container.stack]
+        if site is None:
+            skipped.append(Skipped(f"container {shown(container.name)}", f"stack {shown(container.stack)} is not a valid DNS label"))
             continue
         entries = candidates.setdefault(site, {}).setdefault(container.stack, [])
         if container.state != "running" or container.health not in ROUTABLE_HEALTH:
@@ -213,6 +216,9 @@ def _routes(
         by_site.setdefault(backend.site, []).append(backend)
     stack_of = {site: members[site][0] for site in by_site}
     stacks_seen = {c.stack for c in source.containers}
+    stack_aliases: dict[str, set[tuple[str, str]]] = {}  # the source's aliases by stack, looked up per site
+    for alias in source.aliases:
+        stack_aliases.setdefault(alias.stack, set()).add(("", alias.name))
     claims: list[Claim] = []
 
     def claim(host: str, site: str, owner: str, kind: str, what: str, route: str = "") -> None:
@@ -231,7 +237,7 @@ def _routes(
             claim(name, f"{site}:{route}", site, "route", f"route {shown(route)} of stack {shown(stack)}", route)
         aliases = {(e.ask.route, name) for e in members[site][1] for name in e.ask.aliases}
         # The Docker source already gives rhgen.aliases as the stack's aliases: claimed once, below.
-        aliases -= {("", a.name) for a in source.aliases if a.stack == stack}
+        aliases -= stack_aliases.get(stack, set())
         for route, name in sorted(aliases):
             target = f"{site}:{route}" if route else site
             if not any(r == route for r, _ in routed):  # the route's containers are all skipped

@@ -93,6 +93,11 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _skip(name: str, reason: str) -> Skipped:
+    # The message is made only for a skip: most of 10,000 containers pass.
+    return Skipped(f"container {shown(name)}", reason)
+
+
 def container_from_json(item: Any, index: int) -> Container | Skipped:
     """Type-check one element of /containers; a malformed one becomes a Skipped naming it."""
     if isinstance(item, dict):
@@ -100,18 +105,17 @@ def container_from_json(item: Any, index: int) -> Container | Skipped:
     elif not isinstance(item, RancherContainer):
         return Skipped(f"containers[{index}]", f"is a {type(item).__name__}, not an object")
     name = _text(item.name) or f"containers[{index}]"
-    what = f"container {shown(name)}"
     labels = item.labels or {}
     if not isinstance(labels, dict):
-        return Skipped(what, "labels is not an object")
+        return _skip(name, "labels is not an object")
     labels, bad_labels = text_labels(labels)
-    for key, value in (("stack_name", item.stack_name), ("service_name", item.service_name), ("uuid", item.uuid),
-                       ("state", item.state)):
+    for key in ("stack_name", "service_name", "uuid", "state"):
+        value = getattr(item, key)
         if not value or not isinstance(value, str):
-            return Skipped(what, f"has no {key}")
+            return _skip(name, f"has no {key}")
     health = item.health_state
     if health is not None and not isinstance(health, str):
-        return Skipped(what, "health_state is not a string")
+        return _skip(name, "health_state is not a string")
     ip = _text(item.primary_ip)
     if not ip:
         ips = item.ips
