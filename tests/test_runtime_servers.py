@@ -185,6 +185,37 @@ def test_watch_routes_a_new_server_while_a_removed_one_still_drains_its_request(
     leaving.close()
 
 
+def test_a_reload_during_a_background_drain_ends_it_quietly(stack_factory):
+    # A reload while a removed server still drains: the new worker never had that server, so the
+    # drain's `set server`/`del server` find nothing; that ends the drain, with no warning, and the
+    # old worker still finishes the request it had.
+    stack = stack_factory(servers=2, RHGEN_SETTLE="0.05")
+    watch = Watch(stack.env, "-v")
+    try:
+        said = lambda needle: any(needle in line for line in watch.err)  # noqa: E731 - the log is on stderr
+        wait_for(lambda: said("run: done"), timeout=15, what="the watch's first run")
+        slow: list[tuple[int, str]] = []
+        threads = [threading.Thread(target=lambda: slow.append(stack.haproxy.get("app1.dev.tld", "/slow/3")))
+                   for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: all("/slow/3" in app.paths for app in stack.apps), what="a slow request at each server")
+        leaving = stack.apps.pop()
+        stack.publish()
+        wait_for(lambda: said("0 server(s) added, 1 removed through the runtime API"), timeout=10, what="the removal")
+        reloads = stack.haproxy.reloads
+        stack.haproxy.master("reload")
+        wait_for(lambda: stack.haproxy.reloads == reloads + 1, timeout=10, what="the reload")
+        for thread in threads:
+            thread.join(10)
+        assert sorted(slow) == [(200, "app1-1"), (200, "app1-2")]  # the old worker finished both
+        assert [ip for _, ip, _ in stack.live_servers()] == ["127.0.0.11"]
+    finally:
+        assert watch.stop() == 0, watch.err
+    assert not [line for line in watch.err if "warning" in line or "Traceback" in line], watch.err
+    leaving.close()
+
+
 def test_the_drain_wait_is_bounded_by_the_drain_timeout(stack_factory):
     stack = stack_factory(servers=2, RHGEN_DRAIN_TIMEOUT="0.3")
     slow: list[object] = []
