@@ -284,7 +284,7 @@ def render(result: dict[str, Any], measured: str) -> list[str]:
     lines += [
         "", f"What stands in the way of the 300 ms target: the daemon alone takes {ms(plain['event_emitted']['median'])} "
         f"from the call to its `start` event on this machine; from the event to the first 200 is {ms(own)} "
-        "(rhgen's run plus haproxy's reload). Most of the reload's share is not haproxy's: its log (`%Tc`) shows "
+        "(rhgen's run plus haproxy's reload). A good part of the reload's share is not haproxy's: in trial runs its log (`%Tc`) showed "
         "the first request's connect to the restarted container taking 200–300 ms. The container comes back on "
         "the address it had, which the host kept probing after the stop (health checks, requests before the "
         "removal), so the kernel's neighbour entry for it is INCOMPLETE and the first packet waits for ARP; "
