@@ -208,6 +208,14 @@ class Proc:
         return self.popen.wait(timeout=timeout)
 
 
+def _default_signals() -> None:
+    # A shell runs a background job with SIGINT and SIGQUIT ignored, and a signal ignored at a
+    # process's start cannot be trapped (POSIX): pytest started with `cmd &` would hand that on, and
+    # the entrypoint could not hear the SIGINT a test sends. A container's PID 1 starts with none ignored.
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 class Processes:
     """Starts processes in their own session with a marker; `cleanup` kills whatever is left."""
 
@@ -222,7 +230,8 @@ class Processes:
         # Files, not pipes: haproxy logs every request to stdout and must never block on it.
         with open(stdout, "wb") as out, open(stderr, "wb") as err:
             popen = subprocess.Popen(  # noqa: S603 - test processes, argument lists
-                argv, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True
+                argv, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=_default_signals,
             )
         proc = Proc(popen, stdout, stderr)
         self.started.append(proc)
