@@ -27,9 +27,9 @@ POLL_SECONDS = 0.05
 GONE = ("No such server.", "No such backend.", "Can't find backend.")
 
 _lock = threading.Lock()
-# (stats socket, backend, server) -> the event that tells its drain to finish now
-_draining: dict[tuple[str, str, str], threading.Event] = {}
-_threads: list[threading.Thread] = []
+# (stats socket, backend, server) -> (the thread finishing its drain, the event that tells it to hurry);
+# an entry goes when its drain has finished, so these are exactly the drains still running.
+_draining: dict[tuple[str, str, str], tuple[threading.Thread, threading.Event]] = {}
 
 
 def start(socket_path: str, removed: Sequence[tuple[str, str]], drain_timeout: float) -> None:
@@ -42,9 +42,8 @@ def start(socket_path: str, removed: Sequence[tuple[str, str]], drain_timeout: f
     # Not a daemon: a process that ends (a one-shot run, a watch told to stop) still finishes its drains.
     thread = threading.Thread(target=_finish, args=(socket_path, tuple(removed), drain_timeout, hurry), name="rhgen-drain")
     with _lock:
-        _draining.update({(socket_path, backend, name): hurry for backend, name in removed})
-        _threads[:] = [t for t in _threads if t.is_alive()] + [thread]
-    thread.start()
+        _draining.update({(socket_path, backend, name): (thread, hurry) for backend, name in removed})
+        thread.start()
 
 
 def draining(socket_path: str) -> set[tuple[str, str]]:
@@ -54,19 +53,20 @@ def draining(socket_path: str) -> set[tuple[str, str]]:
 
 
 def finish_now(socket_path: str, servers: Sequence[tuple[str, str]]) -> None:
-    """Servers about to be added again under the same name: their drains end now (sessions shut)."""
+    """Servers about to be added again under the same name: their drains end now (sessions shut);
+    the drains of other servers go on."""
     with _lock:
         hurried = [_draining[(socket_path, b, n)] for b, n in servers if (socket_path, b, n) in _draining]
-    for hurry in hurried:
+    for _, hurry in hurried:
         hurry.set()
-    if hurried:
-        wait()
+    for thread, _ in hurried:
+        thread.join()
 
 
 def wait() -> None:
     """Until every drain this process started has finished."""
     with _lock:
-        threads = list(_threads)
+        threads = {thread for thread, _ in _draining.values()}
     for thread in threads:
         thread.join()
 

@@ -12,9 +12,10 @@ Servers: backends.cfg is written first too. The new file is compared with the on
 when the two differ only in `server` lines of backends present in both, each new server line is
 sent as it is (`add server <backend>/<line>`, then `enable health` and `enable server`), and each
 server gone is drained (`state drain`) at once; draining.py waits for its sessions (at most
-RHGEN_DRAIN_TIMEOUT) and deletes it, in the background. `show servers state` must then list exactly
-the servers of the file (and the ones still draining), none in maintenance. The server line is rendered once, by the template,
-and used both ways, so a later reload loads exactly what the runtime API built.
+RHGEN_DRAIN_TIMEOUT) and deletes it, in the background. `show servers state` must then list
+exactly the servers of the file (and the ones still draining), none in maintenance. The server
+line is rendered once, by the template, and used both ways, so a later reload loads exactly what
+the runtime API built.
 """
 
 from __future__ import annotations
