@@ -1,7 +1,6 @@
-"""The Docker Engine API connection shared by the docker and swarm sources: DOCKER_HOST is
-unix:///path/docker.sock (default) or tcp://host:port; requests go through the one JSON client.
-(The docker source's one list call per run goes through engine_http.py instead, on the standard
-library: a no-change run does not import requests.)"""
+"""The Docker Engine API connection of the docker and swarm watches' /events streams, on requests:
+DOCKER_HOST is unix:///path/docker.sock (default) or tcp://host:port. Every one-shot call of a run
+goes through engine_http.py instead, on the standard library: `rhgen generate` never imports this."""
 
 from __future__ import annotations
 

@@ -15,16 +15,14 @@ or address, the state, the health) changes that form; the passing of time does n
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 import msgspec
 
-from ..errors import SourceError
 from ..messages import shown
 from ..model import ROUTABLE_HEALTH, Alias, Container, Skipped, SourceData, text_labels
-from .answers import preview
+from .plain_http import parse_json
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -59,17 +57,11 @@ _LIST = msgspec.json.Decoder(list[EngineContainer])
 
 def decode(body: bytes, what: str) -> tuple[Any, bool]:
     """The answer as a list of EngineContainer and True; or, when it does not fit them, whatever the
-    generic decoder makes of it and False; a SourceError (http.py's words) when it is not JSON."""
+    generic decoder makes of it and False; a SourceError (parse_json's words) when it is not JSON."""
     try:
         return _LIST.decode(body), True
     except (msgspec.ValidationError, msgspec.DecodeError):
-        pass
-    try:
-        return json.loads(body), False
-    except ValueError:
-        raise SourceError(f"{what}: answer is not JSON ({preview(body)})") from None
-    except RecursionError:  # json raises it, not ValueError, for arrays nested a few thousand deep
-        raise SourceError(f"{what}: answer is not JSON of a usable shape (nested too deeply)") from None
+        return parse_json(body, what), False
 
 
 _HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")

@@ -1,7 +1,8 @@
-"""The docker source's GET /containers/json, through plain_http.py's client (the standard
-library's http.client, with the bounds, retries and words of every source): importing requests
-and urllib3 would cost every run ~70 ms. The watch's long-lived event stream stays on requests
-(engine.py). DOCKER_HOST is unix:///path or tcp://host:port.
+"""The Engine API calls of a run (the docker source's GET /containers/json, the swarm source's
+/info, /networks, /services, /tasks), through plain_http.py's client: the standard library's
+http.client, with the bounds, retries and words of every source; importing requests and urllib3
+would cost every run ~70 ms. The watches' long-lived event streams stay on requests (engine.py).
+DOCKER_HOST is unix:///path or tcp://host:port.
 """
 
 from __future__ import annotations
