@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .messages import shown
+
 # Rancher's own balancer sends traffic only to these health states (None/empty included).
 ROUTABLE_HEALTH = {None, "", "healthy", "updating-healthy"}
 HEALTHCHECK_LABEL = "rhgen.healthcheck"  # value: the path of an HTTP health check, e.g. /healthz
@@ -52,6 +54,12 @@ class Skipped:
     what: str
     reason: str
     warn: bool = True  # False for the ordinary (stopped, unhealthy) cases
+
+
+def container_skipped(name: str, reason: str, warn: bool = True) -> Skipped:
+    """A container that gets no traffic, named as every stage names it. Made only for a skip: the
+    message text is not built for the thousands of containers that pass."""
+    return Skipped(f"container {shown(name)}", reason, warn)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from .model import (
     Server,
     Skipped,
     SourceData,
+    container_skipped,
 )
 from .names import dns_lower, identifier, is_dns_label
 from .servers import server_for
@@ -88,7 +89,7 @@ def build_routing(
             sites[container.stack] = site if is_dns_label(site) and len(f"{site}.{domain}") <= 253 else None
         site = sites[container.stack]
         if site is None:
-            skipped.append(Skipped(f"container {shown(container.name)}", f"stack {shown(container.stack)} is not a valid DNS label"))
+            skipped.append(container_skipped(container.name, f"stack {shown(container.stack)} is not a valid DNS label"))
             continue
         entries = candidates.setdefault(site, {}).setdefault(container.stack, [])
         if container.state != "running" or container.health not in ROUTABLE_HEALTH:
@@ -116,7 +117,7 @@ def build_routing(
                 continue
             others = ", ".join(shown(s) for s in sorted(by_stack) if s != stack)
             reason = lost(f"stack {shown(stack)} has the same host name as stack {others}", winner)
-            skipped.extend(Skipped(f"container {shown(c)}", reason) for c in sorted({e.container.name for e in entries}))
+            skipped.extend(container_skipped(c, reason) for c in sorted({e.container.name for e in entries}))
 
     # One backend per route and path of a stack; its containers must agree on the options.
     groups: dict[str, dict[tuple[str, str], list[_Entry]]] = {}
@@ -194,7 +195,7 @@ def _unique_servers(backend: str, entries: list[_Entry], incumbents: Incumbents,
                 continue
             others = ", ".join(f"container {shown(o.container.name)}" for o in same if o is not entry)
             reason = lost(f"server name {name} is also claimed by {others}", winner)
-            skipped.append(Skipped(f"container {shown(entry.container.name)}", reason))
+            skipped.append(container_skipped(entry.container.name, reason))
     return kept
 
 
@@ -257,7 +258,7 @@ def _routes(
     def drop(owner: str, reason: str) -> None:
         for backend in by_site.pop(owner):
             del backends[backend.name]
-            skipped.extend(Skipped(f"container {shown(server.container)}", reason) for server in backend.servers)
+            skipped.extend(container_skipped(server.container, reason) for server in backend.servers)
 
     routes, lost_hosts = settle(claims, lambda: set(by_site), incumbents, drop)
     paths = []

@@ -7,7 +7,7 @@ import ipaddress
 import re
 
 from .messages import shown
-from .model import HEALTHCHECK_LABEL, PROXY_KEYWORDS, ROUTABLE_HEALTH, Container, Server, Skipped
+from .model import HEALTHCHECK_LABEL, PROXY_KEYWORDS, ROUTABLE_HEALTH, Container, Server, Skipped, container_skipped
 from .names import identifier
 
 # A path haproxy takes as one word: no spaces, quotes, '#' or backslashes.
@@ -39,33 +39,29 @@ def _port(value: str) -> int | None:
     return port if 1 <= port <= 65535 else None
 
 
-def _skip(container: Container, reason: str, warn: bool = True) -> Skipped:
-    return Skipped(f"container {shown(container.name)}", reason, warn)
-
-
 def server_for(container: Container, label: str, proxy_label: str) -> Server | Skipped:
     """The server line of one labelled container, or why it gets no traffic. (The message naming
     the container is made only for a skip: most of 10,000 containers get their server.)"""
     if container.state != "running":
-        return _skip(container, f"state is {shown(container.state)}", warn=False)
+        return container_skipped(container.name, f"state is {shown(container.state)}", warn=False)
     if container.health not in ROUTABLE_HEALTH:
-        return _skip(container, f"health_state is {shown(container.health)}", warn=False)
+        return container_skipped(container.name, f"health_state is {shown(container.health)}", warn=False)
     port = _port(container.labels[label])
     if port is None:
-        return _skip(container, f"label {label}={shown(container.labels[label])} is not a port (1-65535)")
+        return container_skipped(container.name, f"label {label}={shown(container.labels[label])} is not a port (1-65535)")
     address = _server_address(container.ip)
     if address is None:
-        return _skip(container, f"primary_ip {shown(container.ip)} is not an IP address")
+        return container_skipped(container.name, f"primary_ip {shown(container.ip)} is not an IP address")
     proxy = ""
     if proxy_label and proxy_label in container.labels:
         proxy = container.labels[proxy_label].strip()
         if proxy not in PROXY_KEYWORDS:
-            return _skip(
-                container, f"label {proxy_label}={shown(container.labels[proxy_label])} is not one of {', '.join(PROXY_KEYWORDS)}"
+            return container_skipped(
+                container.name, f"label {proxy_label}={shown(container.labels[proxy_label])} is not one of {', '.join(PROXY_KEYWORDS)}"
             )
     health_path = container.labels.get(HEALTHCHECK_LABEL, "")
     if health_path and not _HEALTH_PATH.fullmatch(health_path):
-        return _skip(container, f"label {HEALTHCHECK_LABEL}={health_path!r} is not a URL path (/healthz)")
+        return container_skipped(container.name, f"label {HEALTHCHECK_LABEL}={health_path!r} is not a URL path (/healthz)")
     return Server(
         name=identifier(f"{container.service}-{container.uuid}"),
         address=address,

@@ -23,7 +23,7 @@ import msgspec
 
 from ..errors import SourceError
 from ..messages import shown
-from ..model import Alias, Container, Skipped, SourceData, json_kind, text_labels
+from ..model import Alias, Container, Skipped, SourceData, container_skipped, json_kind, text_labels
 
 
 class RancherContainer(msgspec.Struct, gc=False):
@@ -93,11 +93,6 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _skip(name: str, reason: str) -> Skipped:
-    # The message is made only for a skip: most of 10,000 containers pass.
-    return Skipped(f"container {shown(name)}", reason)
-
-
 def container_from_json(item: Any, index: int) -> Container | Skipped:
     """Type-check one element of /containers; a malformed one becomes a Skipped naming it."""
     if isinstance(item, dict):
@@ -107,15 +102,15 @@ def container_from_json(item: Any, index: int) -> Container | Skipped:
     name = _text(item.name) or f"containers[{index}]"
     labels = item.labels or {}
     if not isinstance(labels, dict):
-        return _skip(name, "labels is not an object")
+        return container_skipped(name, "labels is not an object")
     labels, bad_labels = text_labels(labels)
     for key in ("stack_name", "service_name", "uuid", "state"):
         value = getattr(item, key)
         if not value or not isinstance(value, str):
-            return _skip(name, f"has no {key}")
+            return container_skipped(name, f"has no {key}")
     health = item.health_state
     if health is not None and not isinstance(health, str):
-        return _skip(name, "health_state is not a string")
+        return container_skipped(name, "health_state is not a string")
     ip = _text(item.primary_ip)
     if not ip:
         ips = item.ips

@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from ..messages import shown
-from ..model import ROUTABLE_HEALTH, Alias, Container, Skipped, SourceData, text_labels
+from ..model import ROUTABLE_HEALTH, Alias, Container, Skipped, SourceData, container_skipped, text_labels
 from .plain_http import parse_json
 
 PROJECT_LABEL = "com.docker.compose.project"
@@ -124,7 +124,7 @@ def container(item: Any, index: int, network: str) -> Container | Skipped:
         bad_labels=bad_labels,
     )
     if reason and state == "running" and result.health in ROUTABLE_HEALTH:
-        return Skipped(f"container {shown(name)}", reason)
+        return container_skipped(name, reason)
     return result  # not running or not healthy: routing says why it gets no traffic
 
 
