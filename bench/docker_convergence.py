@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import http.client
-import json
 import shutil
 import statistics
 import subprocess
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import engine_api
-from bench.procs import measured_now, summary
+from bench.procs import measured_now, report, summary
 from tests.support.docker import BACKEND_COMMAND, build_backend_image, daemon_answers, DockerLab
 from tests.support.haproxy import Haproxy
 from tests.support.net import free_port, wait_for
@@ -313,12 +312,7 @@ def main() -> None:
     parser.add_argument("--no-healthcheck", action="store_true", help="skip the container with a HEALTHCHECK")
     parser.add_argument("--markdown", action="store_true", help="print the docs/benchmarks.md section, not JSON")
     args = parser.parse_args()
-    result = measure(args.rounds, args.settle, args.time_limit, not args.no_healthcheck)
-    if args.markdown:
-        measured = measured_now()
-        print("\n".join(render(result, measured)))
-    else:
-        print(json.dumps(result, indent=2))
+    report(measure(args.rounds, args.settle, args.time_limit, not args.no_healthcheck), args.markdown, render)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import engine_api
-from bench.procs import measured_now
+from bench.procs import measured_now, report
 from tests.support.docker import build_backend_image, daemon_answers, DockerLab, SocketRecorder
 from tests.support.metadata import container
 from tests.support.rhgen import rhgen_env
@@ -176,12 +176,7 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=600.0)
     parser.add_argument("--markdown", action="store_true", help="print the docs/benchmarks.md section, not JSON")
     args = parser.parse_args()
-    result = measure(args.containers, args.runs, args.time_limit)
-    if args.markdown:
-        measured = measured_now()
-        print("\n".join(render(result, measured)))
-    else:
-        print(json.dumps(result, indent=2))
+    report(measure(args.containers, args.runs, args.time_limit), args.markdown, render)
 
 
 if __name__ == "__main__":

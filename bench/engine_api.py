@@ -13,25 +13,15 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
+from rhgen.sources.plain_http import UnixConnection
+
 SOCKET = "/var/run/docker.sock"
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.unix_path)
-        self.sock = sock
 
 
 def call(method: str, path: str, query: dict[str, str] | None = None, body: Any = None,
          timeout: float = 120) -> tuple[int, Any]:
     """One API call on a fresh connection: (status, decoded JSON body or None)."""
-    connection = _UnixConnection(SOCKET, timeout)
+    connection = UnixConnection(SOCKET, timeout)
     try:
         url = path + ("?" + urllib.parse.urlencode(query) if query else "")
         payload = json.dumps(body).encode() if body is not None else None
@@ -68,7 +58,7 @@ class Events:
 
     def __init__(self, label: str) -> None:
         self.seen: list[tuple[float, dict[str, Any]]] = []
-        self._connection = _UnixConnection(SOCKET, timeout=3600)
+        self._connection = UnixConnection(SOCKET, timeout=3600)
         filters = json.dumps({"type": ["container"], "label": [label]})
         self._connection.request("GET", "/events?" + urllib.parse.urlencode({"filters": filters}))
         self._answer = self._connection.getresponse()

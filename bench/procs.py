@@ -10,6 +10,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from typing import Any
 
 
 def median_seconds(command: list[str], env: dict[str, str], runs: int, warmup: int = 2) -> float:
@@ -73,3 +75,13 @@ def measured_now() -> str:
     from bench.__main__ import machine
 
     return f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}"
+
+
+def report(result: dict[str, Any], markdown: bool, render: Callable[[dict[str, Any], str], str | list[str]]) -> None:
+    """What a bench module run as a script prints: its docs/benchmarks.md section (`render` gives
+    it as text or as lines), or the result as JSON."""
+    if not markdown:
+        print(json.dumps(result, indent=2))
+        return
+    section = render(result, measured_now())
+    print(section if isinstance(section, str) else "\n".join(section))

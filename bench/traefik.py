@@ -21,7 +21,6 @@ and each connection error counted as failed. Every container and network is remo
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import threading
 import time
@@ -29,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.deploys import Load
-from bench.procs import measured_now, summary
+from bench.procs import measured_now, report, summary
 from tests.support.docker import DockerLab, build_backend_image, daemon_answers, docker, wait_for
 from tests.support.traefik import SideBySide, host_of, ready, run_backend, traefik_binary, traefik_version
 
@@ -230,12 +229,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20, help="convergence samples (default 20)")
     parser.add_argument("--markdown", action="store_true", help="print the docs/benchmarks.md section, not JSON")
     args = parser.parse_args()
-    result = measure(args.rounds)
-    if args.markdown:
-        measured = measured_now()
-        print(render(result, measured))
-    else:
-        print(json.dumps(result, indent=2))
+    report(measure(args.rounds), args.markdown, render)
 
 
 if __name__ == "__main__":

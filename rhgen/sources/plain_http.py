@@ -61,7 +61,9 @@ def parse_json(body: bytes, what: str, loads: Callable[[bytes], Any] = json.load
         raise SourceError(f"{what}: answer is not JSON of a usable shape (nested too deeply)") from None
 
 
-class _UnixConnection(http.client.HTTPConnection):
+class UnixConnection(http.client.HTTPConnection):
+    """http.client to a unix socket (the Docker Engine API); also the bench's own Engine API client."""
+
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
         self.unix_path = path
@@ -81,7 +83,7 @@ def _connection(url: str, settings: Any, what: str, unix_socket: str) -> tuple[h
     parts = urllib.parse.urlsplit(url)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if unix_socket:
-        return _UnixConnection(unix_socket, settings.metadata_connect_timeout), target
+        return UnixConnection(unix_socket, settings.metadata_connect_timeout), target
     kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     try:
         port = parts.port
