@@ -156,8 +156,7 @@ def test_watch_routes_a_new_server_while_a_removed_one_still_drains_its_request(
     reloads = stack.haproxy.reloads
     watch = Watch(stack.env, "-v")
     try:
-        said = lambda needle: any(needle in line for line in watch.err)  # noqa: E731 - the log is on stderr
-        wait_for(lambda: said("run: done"), timeout=15, what="the watch's first run")
+        watch.wait_err("run: done", timeout=15)  # the watch's first run
         leaving = stack.apps[1]
         slow: list[tuple[int, str]] = []
         threads = [threading.Thread(target=lambda: slow.append(stack.haproxy.get("app1.dev.tld", "/slow/4")))
@@ -167,7 +166,7 @@ def test_watch_routes_a_new_server_while_a_removed_one_still_drains_its_request(
         wait_for(lambda: all("/slow/4" in app.paths for app in stack.apps), what="a slow request at each server")
         staying = stack.apps[0]
         stack.metadata.set([container("app1", "web", staying.ip, staying.port, name=staying.name, uuid=staying.uuid)])
-        wait_for(lambda: said("0 server(s) added, 1 removed through the runtime API"), timeout=10, what="the removal")
+        watch.wait_err("0 server(s) added, 1 removed through the runtime API", timeout=10)
         arrived = stack.start_app()  # app1-3 on 127.0.0.13: a container of its own, not the leaving one back
         stack.apps.remove(leaving)
         stack.publish()
@@ -192,8 +191,7 @@ def test_a_reload_during_a_background_drain_ends_it_quietly(stack_factory):
     stack = stack_factory(servers=2, RHGEN_SETTLE="0.05")
     watch = Watch(stack.env, "-v")
     try:
-        said = lambda needle: any(needle in line for line in watch.err)  # noqa: E731 - the log is on stderr
-        wait_for(lambda: said("run: done"), timeout=15, what="the watch's first run")
+        watch.wait_err("run: done", timeout=15)  # the watch's first run
         slow: list[tuple[int, str]] = []
         threads = [threading.Thread(target=lambda: slow.append(stack.haproxy.get("app1.dev.tld", "/slow/3")))
                    for _ in range(2)]
@@ -202,7 +200,7 @@ def test_a_reload_during_a_background_drain_ends_it_quietly(stack_factory):
         wait_for(lambda: all("/slow/3" in app.paths for app in stack.apps), what="a slow request at each server")
         leaving = stack.apps.pop()
         stack.publish()
-        wait_for(lambda: said("0 server(s) added, 1 removed through the runtime API"), timeout=10, what="the removal")
+        watch.wait_err("0 server(s) added, 1 removed through the runtime API", timeout=10)
         reloads = stack.haproxy.reloads
         stack.haproxy.master("reload")
         wait_for(lambda: stack.haproxy.reloads == reloads + 1, timeout=10, what="the reload")

@@ -146,10 +146,20 @@ class Watch:
         return sum(needle in line for line in self.out)
 
     def wait_out(self, needle: str, count: int = 1, timeout: float = 10.0) -> None:
+        self._wait(self.out, needle, count, timeout)
+
+    def wait_err(self, needle: str, count: int = 1, timeout: float = 10.0) -> None:
+        """Until `needle` is in `count` lines of stderr: the log (-v) and the warnings."""
+        self._wait(self.err, needle, count, timeout)
+
+    def _wait(self, lines: list[str], needle: str, count: int, timeout: float) -> None:
+        def found() -> int:
+            return sum(needle in line for line in lines)
+
         def seen() -> bool:
-            if self.process.poll() is not None and self.count_out(needle) < count:
+            if self.process.poll() is not None and found() < count:
                 raise Gone(f"rhgen watch exited {self.process.returncode}: {self.err}")
-            return self.count_out(needle) >= count
+            return found() >= count
 
         wait_for(seen, timeout=timeout, what=f"{count}x {needle!r} in {self.out} / {self.err}")
 
